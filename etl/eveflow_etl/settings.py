@@ -1,0 +1,67 @@
+"""Every setting of the ETL side, read from the environment in this one place.
+
+Variables use the ``EVEFLOW_`` prefix (``EVEFLOW_ESI_BASE_URL`` …). CLI options override them by
+building ``EtlSettings(**overrides)``; nothing else in ``eveflow_etl`` reads ``os.environ`` for
+its own configuration (destination profiles read the standard ``PG*`` / ``SNOWFLAKE_POSTGRES_*``
+variables in ``destinations.py`` because those names belong to libpq and the reference project).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, HttpUrl, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def default_data_dir() -> Path:
+    return Path.home() / ".eveflow"
+
+
+class EtlSettings(BaseSettings):
+    """Settings of the ETL engine (sources, ESI client, loader)."""
+
+    model_config = SettingsConfigDict(env_prefix="EVEFLOW_", extra="ignore")
+
+    # Where local state lives: ESI cache, the embedded PostgreSQL, the demo's Prefect home.
+    data_dir: Path = Field(default_factory=default_data_dir)
+
+    esi_base_url: HttpUrl = HttpUrl("https://esi.evetech.net/latest")
+    mokaam_base_url: HttpUrl = HttpUrl("https://mokaam.dk")
+    everef_base_url: HttpUrl = HttpUrl("https://data.everef.net")
+    # ESI asks every client to name itself and give a contact.
+    contact: str = "ops@example.invalid"
+    # Requests per second the client allows itself (ESI asks for at most ~5 req/s for history).
+    esi_rate_per_second: float = Field(default=5.0, gt=0, le=100)
+    esi_max_concurrency: int = Field(default=4, ge=1, le=64)
+    esi_max_retries: int = Field(default=5, ge=0, le=20)
+    esi_timeout_seconds: float = Field(default=30.0, gt=0)
+    # Below this many remaining errors in the window the client slows down.
+    esi_error_limit_floor: int = Field(default=20, ge=0)
+
+    # Rows per chunk streamed from a source through validation into Postgres.
+    chunk_rows: int = Field(default=50_000, ge=100, le=2_000_000)
+
+    @field_validator("contact")
+    @classmethod
+    def _contact_not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("EVEFLOW_CONTACT must name a contact (e-mail or URL) for the User-Agent")
+        return value.strip()
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def user_agent(self) -> str:
+        from eveflow_etl import __version__
+
+        return f"eveflow/{__version__} (+{self.contact})"
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> EtlSettings:
+    """The process-wide settings, read once. Tests build ``EtlSettings(...)`` directly."""
+    return EtlSettings()
