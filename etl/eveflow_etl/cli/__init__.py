@@ -1,0 +1,38 @@
+"""The ``eveflow`` command line (ETL, Prefect and render commands).
+
+The console script entry point is :func:`eveflow_operator.cli.main`, which adds the operator
+commands on top of this app; ``eveflow_etl`` itself never imports kopf or kubernetes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from eveflow_etl.cli.app import app
+from eveflow_etl.errors import EveflowError
+
+# Each module registers its commands on ``app`` when imported.
+from eveflow_etl.cli import etl_cmd, csv_cmd, dev_cmd, pipeline_cmd, worker_cmd, demo_cmd, render_cmd  # noqa: E402,F401
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI; user-facing errors become one line on stderr and their exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except EveflowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except SystemExit as exc:  # typer/click exit paths
+        return int(exc.code or 0)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return exc.exit_code
+        if isinstance(exc, click.exceptions.Abort):
+            return 1
+        raise
+    return 0
