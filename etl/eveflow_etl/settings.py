@@ -39,6 +39,10 @@ class EtlSettings(BaseSettings):
     esi_timeout_seconds: float = Field(default=30.0, gt=0)
     # Below this many remaining errors in the window the client slows down.
     esi_error_limit_floor: int = Field(default=20, ge=0)
+    # First retry delay; doubles each attempt, with jitter (tests set it small).
+    esi_backoff_seconds: float = Field(default=1.0, ge=0)
+    # Mokaam answers 403 when it rate-limits; the reference project backed off from 10 s.
+    mokaam_backoff_seconds: float = Field(default=10.0, ge=0)
 
     # Rows per chunk streamed from a source through validation into Postgres.
     chunk_rows: int = Field(default=50_000, ge=100, le=2_000_000)
