@@ -1,3 +1,26 @@
-"""`eveflow operator` and `eveflow crd` (filled in by the operator work)."""
+"""`eveflow crd` and `eveflow operator`, registered on the root Typer app."""
 
-from eveflow_etl.cli.app import app  # noqa: F401
+from __future__ import annotations
+
+import typer
+
+from eveflow_etl.cli.app import app
+
+
+@app.command("crd")
+def crd_command() -> None:
+    """Print the EvePipeline CustomResourceDefinition generated from the model (YAML)."""
+    from eveflow_operator.crd import render_crd
+
+    typer.echo(render_crd(), nl=False)
+
+
+@app.command("operator")
+def operator_command(
+    verbose: bool = typer.Option(False, "--verbose", help="kopf's verbose logging."),
+    debug: bool = typer.Option(False, "--debug", help="kopf's debug logging."),
+) -> None:
+    """Run the EvePipeline operator (wraps `kopf run`; settings from EVEFLOW_OPERATOR_* variables)."""
+    from eveflow_operator.runner import run_operator
+
+    raise SystemExit(run_operator(verbose=verbose, debug=debug))
