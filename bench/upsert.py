@@ -1,0 +1,177 @@
+"""Upsert throughput: our loader vs the reference executemany and vs raw binary COPY.
+
+    python bench/upsert.py --rows 200000
+
+Starts its own local PostgreSQL (default, durable settings), loads synthetic market history
+(the dataset backfills pour in) three ways, each into a fresh table of the same shape (PK index):
+
+* reference: psycopg 3 ``executemany`` of ``INSERT … ON CONFLICT DO UPDATE``, batches of 1000,
+  one commit per batch (what the reference project did);
+* raw binary COPY into the empty, indexed table — the physical limit — measured both with
+  psycopg's ``write_row`` and with our numpy encoder; the faster one is the baseline;
+* ours: ``ChunkUpserter`` (binary COPY to a temp table + one ``INSERT … ON CONFLICT … WHERE
+  changed`` per chunk, one transaction).
+
+Insert pass into an empty table, update pass where every row changed; each ratio is the worse of
+the two passes. An unchanged pass (same data again) is printed but not folded in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+from psycopg import sql
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "etl"))
+
+from eveflow_etl.datasets import Dataset  # noqa: E402
+from eveflow_etl.load.ddl import HISTORY, Target, ensure_tables  # noqa: E402
+from eveflow_etl.load.upsert import ChunkUpserter, copy_frame  # noqa: E402
+from eveflow_etl.localpg import start_local_postgres  # noqa: E402
+
+COLS = HISTORY.names
+
+
+def make_history(rows: int, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    days = 400
+    n_types = -(-rows // days)
+    idx = np.arange(rows)
+    lowest = rng.uniform(1, 1e6, rows).round(2)
+    spread = rng.uniform(1.0, 1.3, rows)
+    return pd.DataFrame({
+        "region_id": np.full(rows, 10000002, dtype=np.int32),
+        "type_id": (18 + idx // days).astype(np.int32),
+        "date": pd.Timestamp("2025-01-01") + pd.to_timedelta(idx % days, unit="D"),
+        "average": (lowest * (1 + (spread - 1) / 2)).round(2),
+        "highest": (lowest * spread).round(2),
+        "lowest": lowest,
+        "order_count": rng.integers(1, 5000, rows),
+        "volume": rng.integers(1, 10**9, rows),
+        "http_last_modified": pd.Timestamp("2026-01-01T11:05:00Z") + pd.to_timedelta(idx % days, unit="h"),
+    }).iloc[:rows] if n_types else None
+
+
+def changed(frame: pd.DataFrame) -> pd.DataFrame:
+    out = frame.copy()
+    out["average"] = out["average"] + 0.01
+    out["volume"] = out["volume"] + 1
+    return out
+
+
+def fresh_table(conn: psycopg.Connection, name: str) -> Target:
+    target = Target("bench", name)
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(target.ident()))
+    ensure_tables(conn, target, Dataset.HISTORY)
+    conn.execute("CHECKPOINT")
+    return target
+
+
+def executemany_pass(conn: psycopg.Connection, target: Target, frame: pd.DataFrame) -> float:
+    stmt = sql.SQL(
+        "INSERT INTO {} ({}) VALUES ({}) ON CONFLICT (region_id, type_id, date) DO UPDATE SET {}"
+    ).format(
+        target.ident(),
+        sql.SQL(", ").join(map(sql.Identifier, COLS)),
+        sql.SQL(", ").join(sql.Placeholder() * len(COLS)),
+        sql.SQL(", ").join(sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in HISTORY.non_key),
+    )
+    records = list(frame[COLS].astype(object).itertuples(index=False, name=None))
+    started = time.perf_counter()
+    with conn.cursor() as cur:
+        for i in range(0, len(records), 1000):
+            cur.executemany(stmt, records[i : i + 1000])
+            conn.commit()
+    return time.perf_counter() - started
+
+
+def copy_pass_write_row(conn: psycopg.Connection, target: Target, frame: pd.DataFrame) -> float:
+    types = ["int4", "int4", "date", "float8", "float8", "float8", "int8", "int8", "timestamptz"]
+    records = list(frame[COLS].astype(object).itertuples(index=False, name=None))
+    records = [r[:2] + (r[2].date(),) + r[3:8] + (r[8].to_pydatetime(),) for r in records]
+    started = time.perf_counter()
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        target.ident(), sql.SQL(", ").join(map(sql.Identifier, COLS)))
+    with conn.cursor().copy(stmt) as copy:
+        copy.set_types(types)
+        for rec in records:
+            copy.write_row(rec)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def copy_pass_numpy(conn: psycopg.Connection, target: Target, frame: pd.DataFrame, chunk: int) -> float:
+    started = time.perf_counter()
+    for i in range(0, len(frame), chunk):
+        copy_frame(conn, target.ident(), frame.iloc[i : i + chunk], HISTORY.columns)
+    conn.commit()
+    return time.perf_counter() - started
+
+
+def ours_pass(conn: psycopg.Connection, target: Target, frame: pd.DataFrame, chunk: int):
+    started = time.perf_counter()
+    with conn.transaction():
+        upserter = ChunkUpserter(conn, target.ident(), HISTORY)
+        totals = [0, 0, 0]
+        for i in range(0, len(frame), chunk):
+            c = upserter.upsert(frame.iloc[i : i + chunk])
+            totals = [totals[0] + c.inserted, totals[1] + c.updated, totals[2] + c.unchanged]
+    return time.perf_counter() - started, totals
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=200_000)
+    parser.add_argument("--chunk", type=int, default=50_000)
+    args = parser.parse_args()
+    rows = args.rows
+    frame = make_history(rows)
+    frame2 = changed(frame)
+
+    server = start_local_postgres(None)
+    print(f"server: {server.method}, started in {server.start_seconds:.2f}s; rows={rows}")
+    rate = {}
+    try:
+        with psycopg.connect(server.dsn) as conn:
+            conn.autocommit = True
+            t = fresh_table(conn, "ref")
+            conn.autocommit = False
+            rate["executemany insert"] = rows / executemany_pass(conn, t, frame)
+            rate["executemany update"] = rows / executemany_pass(conn, t, frame2)
+
+            conn.autocommit = True
+            t = fresh_table(conn, "rawcopy_a")
+            conn.autocommit = False
+            rate["raw COPY (write_row)"] = rows / copy_pass_write_row(conn, t, frame)
+            conn.autocommit = True
+            t = fresh_table(conn, "rawcopy_b")
+            conn.autocommit = False
+            rate["raw COPY (numpy)"] = rows / copy_pass_numpy(conn, t, frame, args.chunk)
+
+            conn.autocommit = True
+            t = fresh_table(conn, "ours")
+            conn.autocommit = False
+            for label, data, expect in (("insert", frame, 0), ("update", frame2, 1), ("unchanged", frame2, 2)):
+                seconds, counts = ours_pass(conn, t, data, args.chunk)
+                assert counts[expect] == rows, (label, counts)
+                rate[f"ours {label}"] = rows / seconds
+    finally:
+        server.stop()
+
+    for label, value in rate.items():
+        print(f"{label:24s} {value:>12,.0f} rows/s")
+    ours = min(rate["ours insert"], rate["ours update"])
+    reference = max(rate["executemany insert"], rate["executemany update"])
+    copy_limit = max(rate["raw COPY (write_row)"], rate["raw COPY (numpy)"])
+    print(f"ours (worse pass) {ours:,.0f} rows/s; executemany (better pass) {reference:,.0f}; raw COPY (faster) {copy_limit:,.0f}")
+    print(f"RESULT upsert_vs_executemany={ours / reference:.2f} upsert_vs_copy={ours / copy_limit:.2f}")
+
+
+if __name__ == "__main__":
+    main()

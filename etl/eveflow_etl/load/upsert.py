@@ -1,0 +1,120 @@
+"""Binary COPY into a staging table, then one ``INSERT … ON CONFLICT DO UPDATE … WHERE changed``.
+
+The caller owns the transaction: every chunk of a run goes through the same connection and
+transaction, so a failure anywhere leaves the target untouched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import pandas as pd
+from psycopg import Connection, sql
+
+from eveflow_etl.load.binary import HEADER, TRAILER, encode_rows
+from eveflow_etl.load.ddl import Column, TableSpec
+
+# Bytes handed to libpq per write(): large enough to amortise calls, small enough to stream.
+_WRITE_BYTES = 1 << 20
+
+
+@dataclass
+class UpsertCounts:
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+    def __iadd__(self, other: "UpsertCounts") -> "UpsertCounts":
+        self.inserted += other.inserted
+        self.updated += other.updated
+        self.unchanged += other.unchanged
+        return self
+
+
+def copy_frame(conn: Connection, table: sql.Composable, frame: pd.DataFrame, columns: Sequence[Column]) -> None:
+    """Binary COPY of ``frame`` into ``table`` (columns in ``columns`` order)."""
+    stmt = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+        table, sql.SQL(", ").join(sql.Identifier(c.name) for c in columns)
+    )
+    data = encode_rows(frame, columns)
+    with conn.cursor().copy(stmt) as copy:
+        copy.write(HEADER)
+        view = memoryview(data)
+        for start in range(0, len(view), _WRITE_BYTES):
+            copy.write(view[start : start + _WRITE_BYTES])
+        copy.write(TRAILER)
+
+
+STAGE = sql.Identifier("eveflow_stage")
+
+
+def create_stage(conn: Connection, spec: TableSpec, name: sql.Identifier = STAGE) -> sql.Identifier:
+    """A temp table with the spec's data columns, dropped at commit/rollback."""
+    cols = sql.SQL(", ").join(
+        sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(c.pgtype)) for c in spec.columns
+    )
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(name))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} ({}) ON COMMIT DROP").format(name, cols))
+    return name
+
+
+def upsert_sql(
+    target: sql.Composable,
+    stage: sql.Composable,
+    columns: Sequence[str],
+    key: Sequence[str],
+    *,
+    extra_set: sql.Composable | None = None,
+    extra_changed: sql.Composable | None = None,
+) -> sql.Composed:
+    """``INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE (row changed)`` → (inserted, updated).
+
+    Only rows whose non-key values differ are rewritten (``IS DISTINCT FROM`` treats NULLs as
+    values); ``xmax = 0`` in RETURNING tells a fresh insert from an update.
+    """
+    non_key = [c for c in columns if c not in key]
+    ident = sql.Identifier
+    cols = sql.SQL(", ").join(map(ident, columns))
+    if non_key:
+        sets = [sql.SQL("{} = EXCLUDED.{}").format(ident(c), ident(c)) for c in non_key]
+        if extra_set is not None:
+            sets.append(extra_set)
+        changed = sql.SQL("({}) IS DISTINCT FROM ({})").format(
+            sql.SQL(", ").join(sql.SQL("t.{}").format(ident(c)) for c in non_key),
+            sql.SQL(", ").join(sql.SQL("EXCLUDED.{}").format(ident(c)) for c in non_key),
+        )
+        if extra_changed is not None:
+            changed = sql.SQL("{} OR {}").format(changed, extra_changed)
+        action = sql.SQL("DO UPDATE SET {} WHERE {}").format(sql.SQL(", ").join(sets), changed)
+    else:
+        action = sql.SQL("DO NOTHING")
+    return sql.SQL(
+        "WITH up AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage} "
+        "ON CONFLICT ({key}) {action} RETURNING (t.xmax = 0) AS ins) "
+        "SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up"
+    ).format(
+        target=target, cols=cols, stage=stage, key=sql.SQL(", ").join(map(ident, key)), action=action
+    )
+
+
+class ChunkUpserter:
+    """Upserts chunks of one dataset into one table inside the caller's transaction."""
+
+    def __init__(self, conn: Connection, target: sql.Composable, spec: TableSpec):
+        self.conn = conn
+        self.spec = spec
+        self.stage = create_stage(conn, spec)
+        self._truncate = sql.SQL("TRUNCATE {}").format(self.stage)
+        self._upsert = upsert_sql(target, self.stage, spec.names, spec.key)
+        self._has_rows = False
+
+    def upsert(self, frame: pd.DataFrame) -> UpsertCounts:
+        if frame.empty:
+            return UpsertCounts()
+        if self._has_rows:
+            self.conn.execute(self._truncate)
+        copy_frame(self.conn, self.stage, frame, self.spec.columns)
+        self._has_rows = True
+        inserted, updated = self.conn.execute(self._upsert).fetchone()
+        return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
