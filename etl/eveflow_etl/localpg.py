@@ -109,7 +109,10 @@ def _apply_settings(dsn: str, settings: dict[str, str]) -> None:
 
 
 def _start_pgserver(pgdata: Path, *, stop_at_exit: bool, delete_on_stop: bool):
-    os.environ.setdefault("XDG_RUNTIME_DIR", tempfile.gettempdir())
+    if not os.environ.get("XDG_RUNTIME_DIR"):  # pgserver keeps its lock file there
+        runtime = Path(tempfile.gettempdir()) / f"eveflow-runtime-{os.geteuid()}"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver
 
     mode = ("delete" if delete_on_stop else "stop") if stop_at_exit or delete_on_stop else None

@@ -1,0 +1,117 @@
+"""Destination profiles → a libpq conninfo, and connecting with one-line, password-free errors.
+
+Profiles: ``dsn`` (an explicit DSN/URI), ``env`` (libpq's ``PG*`` variables), ``crunchy``
+(Crunchy Bridge: a DSN or ``PG*``, TLS enforced), ``snowflake`` (Snowflake Postgres from
+``SNOWFLAKE_POSTGRES_HOST/USER/PASSWORD/DATABASE`` [+ ``_PORT``], TLS required) and ``local``
+(the embedded server under ``settings.data_dir/pg``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from eveflow_etl.errors import ConfigError, DestinationError
+from eveflow_etl.settings import EtlSettings
+
+PROFILES = ("local", "dsn", "env", "crunchy", "snowflake")
+_WEAK_SSL = {None, "", "disable", "allow", "prefer"}
+
+
+def resolve_dsn(
+    profile: str | None,
+    dsn: str | None,
+    settings: EtlSettings,
+    env: Mapping[str, str] | None = None,
+) -> str:
+    """The conninfo string for ``profile``/``dsn`` (no DSN and no profile → the local server)."""
+    env = os.environ if env is None else env
+    profile = (profile or ("dsn" if dsn else "local")).lower()
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown --profile {profile!r}: use one of {', '.join(PROFILES)}")
+    if profile == "local":
+        if dsn:
+            raise ConfigError("--profile local starts the embedded server: drop --dsn or pick another profile")
+        from eveflow_etl.localpg import local_dsn
+
+        return local_dsn(settings.data_dir / "pg")
+    if profile == "dsn":
+        if not dsn:
+            raise ConfigError("--profile dsn needs --dsn 'postgresql://user@host:5432/db'")
+        return _parse(dsn)
+    if profile == "env":
+        return _parse(dsn or "")  # libpq fills in PGHOST, PGUSER, PGPASSWORD, …
+    if profile == "crunchy":
+        return _require_tls(_parse(dsn or env.get("DATABASE_URL", "")), "crunchy")
+    # snowflake
+    if dsn:
+        return _require_tls(_parse(dsn), "snowflake")
+    missing = [f"SNOWFLAKE_POSTGRES_{k}" for k in ("HOST", "USER", "PASSWORD", "DATABASE")
+               if not env.get(f"SNOWFLAKE_POSTGRES_{k}")]
+    if missing:
+        raise ConfigError(f"--profile snowflake needs {', '.join(missing)} in the environment")
+    return make_conninfo(
+        host=env["SNOWFLAKE_POSTGRES_HOST"], port=env.get("SNOWFLAKE_POSTGRES_PORT", "5432"),
+        user=env["SNOWFLAKE_POSTGRES_USER"], password=env["SNOWFLAKE_POSTGRES_PASSWORD"],
+        dbname=env["SNOWFLAKE_POSTGRES_DATABASE"], sslmode="require",
+    )
+
+
+def _parse(dsn: str) -> str:
+    try:
+        return make_conninfo(dsn)
+    except psycopg.ProgrammingError as exc:
+        raise ConfigError(f"invalid --dsn: {redact_text(str(exc), dsn)}") from None
+
+
+def _require_tls(conninfo: str, profile: str) -> str:
+    params = conninfo_to_dict(conninfo)
+    if params.get("sslmode") in _WEAK_SSL:
+        params["sslmode"] = "require"  # this provider only accepts TLS; never fall back to plain text
+    return make_conninfo(**params)
+
+
+def describe(conninfo: str, env: Mapping[str, str] | None = None) -> str:
+    """``host:port/dbname`` for messages — never the password."""
+    env = os.environ if env is None else env
+    try:
+        params = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        return "<unparsable DSN>"
+    host = params.get("host") or env.get("PGHOST") or "localhost"
+    port = params.get("port") or env.get("PGPORT") or "5432"
+    db = params.get("dbname") or env.get("PGDATABASE") or ""
+    if str(host).startswith("/"):
+        return f"socket {host}/{db}"
+    return f"{host}:{port}/{db}"
+
+
+def redact_text(text: str, conninfo: str) -> str:
+    """``text`` with any password of ``conninfo`` (or the environment) blanked out."""
+    secrets = []
+    try:
+        secrets.append(conninfo_to_dict(conninfo).get("password"))
+    except psycopg.ProgrammingError:
+        pass
+    secrets += [os.environ.get("PGPASSWORD"), os.environ.get("SNOWFLAKE_POSTGRES_PASSWORD")]
+    for secret in filter(None, secrets):
+        text = text.replace(str(secret), "***")
+    return text
+
+
+def connect(conninfo: str, *, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
+    """Open a connection; failure → DestinationError with one line (where, why; no password)."""
+    try:
+        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=connect_timeout)
+    except psycopg.Error as exc:
+        raise DestinationError(
+            f"cannot connect to PostgreSQL at {describe(conninfo)}: {one_line(exc, conninfo)}"
+        ) from None
+
+
+def one_line(exc: BaseException, conninfo: str = "") -> str:
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    return redact_text(lines[0] if lines else type(exc).__name__, conninfo)[:300]

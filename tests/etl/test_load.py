@@ -1,0 +1,192 @@
+"""The loader against a real PostgreSQL: idempotence, updates, balance, atomicity, quarantine."""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+
+from eveflow_etl.errors import ConfigError, DestinationError
+from eveflow_etl.run import run_etl
+from eveflow_etl.settings import EtlSettings
+
+from tests.etl.helpers import Batch, history_frame, orders_frame
+
+pytestmark = pytest.mark.postgres
+SETTINGS = EtlSettings(chunk_rows=1000)
+
+
+def _run(dsn, batches, source="esi-history", **kw):
+    regions = sorted({b.region_id for b in batches}) if isinstance(batches, list) else [10000002]
+    return run_etl(source, regions, None, dsn, schema="eve", settings=SETTINGS, batches=batches, **kw)
+
+
+def _count(dsn, query):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(query).fetchone()[0]
+
+
+def test_same_input_twice_then_changed_rows(pg_dsn):
+    frame = history_frame(2500)
+    first = _run(pg_dsn, [Batch("esi-history", 10000002, frame)])
+    assert (first.totals.inserted, first.totals.updated, first.totals.fetched) == (2500, 0, 2500)
+
+    second = _run(pg_dsn, [Batch("esi-history", 10000002, frame)])
+    assert (second.totals.inserted, second.totals.updated, second.totals.unchanged) == (0, 0, 2500)
+
+    changed = frame.copy()
+    changed.loc[:9, "volume"] += 1
+    third = _run(pg_dsn, [Batch("esi-history", 10000002, changed)])
+    assert (third.totals.inserted, third.totals.updated, third.totals.unchanged) == (0, 10, 2490)
+    for report in (first, second, third):
+        assert report.totals.balanced and report.status == "succeeded"
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 2500
+    assert _count(pg_dsn, "SELECT sum(volume) FROM eve.market_history") == int(changed["volume"].sum())
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.etl_runs WHERE status = 'succeeded'") == 3
+
+
+def test_bad_rows_land_in_quarantine_with_reason(pg_dsn):
+    frame = history_frame(20)
+    frame.loc[0, "average"] = -5.0
+    frame.loc[1, "highest"] = 0.5  # highest < average
+    frame.loc[2, "date"] = "2999-01-01"
+    frame.loc[3, "date"] = "yesterday-ish"
+    report = _run(pg_dsn, [Batch("esi-history", 10000002, frame)])
+    t = report.totals
+    assert (t.fetched, t.inserted, t.quarantined) == (20, 16, 4) and t.balanced
+    with psycopg.connect(pg_dsn) as conn:
+        rows = conn.execute("SELECT reason, raw FROM eve.market_history_quarantine ORDER BY id").fetchall()
+        ledger = conn.execute("SELECT fetched, inserted, quarantined FROM eve.etl_runs").fetchone()
+    reasons = " | ".join(r[0] for r in rows)
+    assert "average" in reasons and "highest>=average>=lowest" in reasons
+    assert "date_not_in_future" in reasons and "not a date: 'yesterday-ish'" in reasons
+    assert rows[0][1]["average"] == -5.0  # the raw row is kept as JSON
+    assert ledger == (20, 16, 4)
+
+
+def test_mokaam_sentinels_are_quarantined_and_extra_columns_ignored(pg_dsn):
+    import pandas as pd
+
+    frame = pd.DataFrame({
+        "region_id": 10000002, "type_id": [34, 35, 36, 37, 38],
+        "last_data": ["2025-05-01", "Null", "ERROR: 404", None, "Itemid not found"],
+        "vol_week": [1.0, 2, 3, 4, 5], "spread_week": 1.0, "brand_new_field": "x",
+        "_raw_error": [None, None, None, None, None],
+    })
+    frame.loc[4, "_raw_error"] = "value is not an object"
+    report = _run(pg_dsn, [Batch("mokaam", 10000002, frame)], source="mokaam")
+    assert (report.totals.inserted, report.totals.quarantined) == (1, 4)
+    with psycopg.connect(pg_dsn) as conn:
+        reasons = [r[0] for r in conn.execute("SELECT reason FROM eve.market_aggregates_quarantine ORDER BY id")]
+    assert any("'Null'" in r for r in reasons) and any("ERROR: 404" in r for r in reasons)
+    assert any("missing" in r for r in reasons) and any("value is not an object" in r for r in reasons)
+
+
+def test_killed_connection_leaves_nothing_and_rerun_loads_once(pg_dsn):
+    frames = [history_frame(1500, seed=s).assign(type_id=lambda f, s=s: f.type_id + 1000 * s) for s in range(3)]
+
+    def batches():
+        yield Batch("esi-history", 10000002, frames[0])
+        # The first batch sits in the staging table and the target, uncommitted: kill the loader.
+        with psycopg.connect(pg_dsn, autocommit=True) as killer:
+            killed = killer.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
+            ).fetchall()
+        assert killed == [(True,)]
+        yield Batch("esi-history", 10000002, frames[1])
+        yield Batch("esi-history", 10000002, frames[2])
+
+    with pytest.raises(DestinationError) as err:
+        _run(pg_dsn, list_or_gen(batches()))
+    assert "\n" not in str(err.value)
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 0
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.etl_runs WHERE status = 'failed' AND error <> ''") == 1
+
+    rerun = _run(pg_dsn, [Batch("esi-history", 10000002, f) for f in frames])
+    assert (rerun.totals.inserted, rerun.totals.updated, rerun.totals.unchanged) == (4500, 0, 0)
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 4500
+
+
+def test_kill_from_thread_while_staging_has_rows(pg_dsn):
+    """Terminate the backend from another thread mid-run (staging table populated)."""
+    started = threading.Event()
+
+    def batches():
+        for s in range(40):
+            yield Batch("esi-history", 10000002, history_frame(1000, seed=s).assign(type_id=lambda f, s=s: f.type_id + 100 * s))
+            if s == 2:
+                started.set()
+
+    def killer():
+        started.wait(10)
+        with psycopg.connect(pg_dsn, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL"
+            )
+
+    thread = threading.Thread(target=killer)
+    thread.start()
+    with pytest.raises(DestinationError):
+        _run(pg_dsn, list_or_gen(batches()))
+    thread.join()
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 0
+
+
+def list_or_gen(gen):
+    return gen  # keep the generator lazy: the kill must happen mid-run
+
+
+def test_orders_snapshot_inserts_updates_and_closes(pg_dsn):
+    first = _run(pg_dsn, [Batch("esi-orders", 10000002, orders_frame([1, 2, 3, 4]))], source="esi-orders")
+    assert (first.totals.inserted, first.totals.closed) == (4, 0)
+    snap = orders_frame([2, 3, 4, 5])
+    snap.loc[snap.order_id == 3, "volume_remain"] = 10
+    second = _run(pg_dsn, [Batch("esi-orders", 10000002, snap)], source="esi-orders")
+    t = second.totals
+    assert (t.inserted, t.updated, t.unchanged, t.closed) == (1, 3, 0, 1) or (t.inserted, t.closed) == (1, 1)
+    with psycopg.connect(pg_dsn) as conn:
+        closed = conn.execute("SELECT order_id FROM eve.market_orders WHERE closed_at IS NOT NULL").fetchall()
+        daily = conn.execute(
+            "SELECT type_id, buy_orders, sell_orders, best_sell FROM eve.market_orders_daily ORDER BY type_id"
+        ).fetchall()
+    assert closed == [(1,)]
+    assert sum(d[1] + d[2] for d in daily) == 4
+    # An unchanged snapshot changes nothing and closes nothing.
+    third = _run(pg_dsn, [Batch("esi-orders", 10000002, snap)], source="esi-orders")
+    assert (third.totals.inserted, third.totals.updated, third.totals.closed) == (0, 0, 0)
+
+
+def test_orders_snapshot_with_types_closes_only_those_types(pg_dsn):
+    _run(pg_dsn, [Batch("esi-orders", 10000002, orders_frame([1, 2, 3, 4]))], source="esi-orders")
+    only_34 = orders_frame([1, 2, 3, 4])
+    only_34 = only_34[only_34.type_id == 34].iloc[:1]  # order 1 (type 34) stays; order 3 (type 34) gone
+    report = _run(pg_dsn, [Batch("esi-orders", 10000002, only_34, types=(34,))], source="esi-orders")
+    assert report.totals.closed == 1
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_orders WHERE closed_at IS NULL") == 3
+
+
+def test_incomplete_orders_snapshot_loads_nothing(pg_dsn):
+    from eveflow_etl.errors import SourceError
+
+    with pytest.raises(SourceError):
+        _run(pg_dsn, [Batch("esi-orders", 10000002, orders_frame([1, 2]), snapshot_complete=False)],
+             source="esi-orders")
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_orders") == 0
+
+
+@pytest.mark.parametrize("schema,table", [("Eve", "t"), ("eve", "drop table x;--"), ("eve", "a" * 60), ("1x", "t")])
+def test_invalid_names_refused_before_any_sql(schema, table):
+    # The DSN points nowhere: a ConfigError (not a connection error) proves nothing was tried.
+    with pytest.raises(ConfigError):
+        run_etl("esi-history", [1], None, "postgresql://nobody@127.0.0.1:1/x", schema=schema, table=table,
+                settings=SETTINGS, batches=[])
+
+
+def test_unreachable_database_is_one_line_without_password():
+    with pytest.raises(DestinationError) as err:
+        run_etl("esi-history", [1], None, "postgresql://u:hunter2@127.0.0.1:1/x", settings=SETTINGS, batches=[])
+    message = str(err.value)
+    assert "127.0.0.1:1" in message and "hunter2" not in message and "\n" not in message
