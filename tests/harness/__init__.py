@@ -1,0 +1,1 @@
+"""Test harnesses that stand in for infrastructure we cannot run here (see kube_emulator)."""
