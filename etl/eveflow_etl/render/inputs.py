@@ -1,0 +1,211 @@
+"""What both render targets derive from one EvePipeline: env variables, hosts, deployments.
+
+Pure functions of the pipeline (no environment reads, no I/O), so a render is deterministic and
+can never pick up a secret value from the machine it runs on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from eveflow_etl.datasets import SourceKind
+from eveflow_etl.errors import ConfigError
+from eveflow_etl.settings import EtlSettings
+from eveflow_etl.spec import EvePipeline, WorkPoolSpec
+
+# The flows the deployments run (the installed package's entrypoints; see the Prefect issue).
+ETL_ENTRYPOINT = "eveflow_etl.orchestration.flows:eve_market_etl"
+MAINTENANCE_ENTRYPOINT = "eveflow_etl.orchestration.flows:eve_maintenance"
+WORKER_PORT = 8080
+DEFAULT_IMAGE = "eveflow:latest"
+CLOUD_API_HOST = "api.prefect.cloud"
+DATA_DIR = "/data"
+
+# Every variable a worker may read, by purpose; .env.example lists them all.
+PREFECT_VARIABLES = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
+PG_VARIABLES = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE")
+SNOWFLAKE_PG_VARIABLES = (
+    "SNOWFLAKE_POSTGRES_HOST",
+    "SNOWFLAKE_POSTGRES_USER",
+    "SNOWFLAKE_POSTGRES_PASSWORD",
+    "SNOWFLAKE_POSTGRES_DATABASE",
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One value a worker needs at run time that the render never knows."""
+
+    env: str  # the environment variable the worker reads
+    secret: bool  # True: a credential (never in a file); False: configuration
+
+
+def _default_url(field: str) -> str:
+    # The class defaults, never EtlSettings(): that would read EVEFLOW_* from this machine.
+    return str(EtlSettings.model_fields[field].default)
+
+
+SOURCE_URLS = {
+    SourceKind.ESI_HISTORY: _default_url("esi_base_url"),
+    SourceKind.ESI_ORDERS: _default_url("esi_base_url"),
+    SourceKind.MOKAAM: _default_url("mokaam_base_url"),
+    SourceKind.EVEREF: _default_url("everef_base_url"),
+}
+
+
+def check_renderable(pipeline: EvePipeline) -> EvePipeline:
+    """Re-validate (a model built with ``model_construct`` skips validation) and refuse what no
+    target can run: the embedded ``local`` database only exists on the demo machine."""
+    from eveflow_etl.spec import parse_pipeline
+
+    document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
+    pipeline = parse_pipeline(document, origin=f"pipeline '{document.get('metadata', {}).get('name')}'")
+    if pipeline.spec.destination.profile == "local":
+        raise ConfigError(
+            "spec.destination.profile: 'local' is the embedded demo database and cannot be rendered; "
+            "use env (PG* variables), crunchy or snowflake"
+        )
+    return pipeline
+
+
+def database_variables(pipeline: EvePipeline) -> list[Credential]:
+    """The database variables of the pipeline's destination profile, in a fixed order."""
+    profile = pipeline.spec.destination.profile
+    if profile == "snowflake":
+        return [
+            Credential("SNOWFLAKE_POSTGRES_HOST", secret=False),
+            Credential("SNOWFLAKE_POSTGRES_DATABASE", secret=False),
+            Credential("SNOWFLAKE_POSTGRES_USER", secret=True),
+            Credential("SNOWFLAKE_POSTGRES_PASSWORD", secret=True),
+        ]
+    return [
+        Credential("PGHOST", secret=False),
+        Credential("PGDATABASE", secret=False),
+        Credential("PGUSER", secret=True),
+        Credential("PGPASSWORD", secret=True),
+    ]
+
+
+def fixed_database_env(pipeline: EvePipeline) -> dict[str, str]:
+    """Non-secret database settings the render can fill in itself."""
+    if pipeline.spec.destination.profile == "snowflake":
+        return {}
+    env = {"PGPORT": "5432"}
+    if pipeline.spec.destination.profile == "crunchy":
+        env["PGSSLMODE"] = "require"  # Crunchy Bridge only accepts TLS
+    return env
+
+
+def prefect_credential(pipeline: EvePipeline) -> str | None:
+    """The Prefect credential variable this pipeline's mode needs, if any."""
+    prefect = pipeline.spec.prefect
+    if prefect.mode == "cloud":
+        return "PREFECT_API_KEY"
+    if prefect.auth_string_secret_ref is not None:
+        return "PREFECT_API_AUTH_STRING"
+    return None
+
+
+def prefect_api_url(pipeline: EvePipeline) -> str | None:
+    """The API URL written in the pipeline, if any (None: it comes from PREFECT_API_URL)."""
+    return pipeline.spec.prefect.api_url
+
+
+def source_url(pipeline: EvePipeline) -> str:
+    return SOURCE_URLS[pipeline.spec.source.kind]
+
+
+def worker_queues(pipeline: EvePipeline) -> list[str]:
+    return list(pipeline.spec.worker.queues)
+
+
+def worker_args(pool: str, pool_type: str, queues: list[str]) -> list[str]:
+    """Arguments of ``eveflow worker`` (the worker entrypoint of the Prefect issue)."""
+    args = ["worker", "--pool", pool, "--type", pool_type]
+    for queue in queues:
+        args += ["--queue", queue]
+    return args + ["--port", str(WORKER_PORT)]
+
+
+def with_pool(pipeline: EvePipeline, name: str, pool_type: str) -> EvePipeline:
+    """The same pipeline with its work pool moved to ``name``/``pool_type`` (queues and limits
+    kept; type-specific job variables dropped when the type changes)."""
+    pool = pipeline.spec.work_pool
+    if pool.name == name and pool.type == pool_type:
+        return pipeline
+    new_pool = WorkPoolSpec(
+        name=name,
+        type=pool_type,
+        concurrency_limit=pool.concurrency_limit,
+        queues=pool.queues,
+        job_variables=pool.job_variables if pool.type == pool_type else {},
+    )
+    spec = pipeline.spec.model_copy(update={"work_pool": new_pool})
+    return pipeline.model_copy(update={"spec": spec})
+
+
+def pipeline_document(pipeline: EvePipeline, comment: str) -> str:
+    """The pipeline as the YAML document ``eveflow apply -f`` reads, with a leading comment."""
+    document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
+    header = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
+    return header + dump_yaml(document)
+
+
+def default_queue(pipeline: EvePipeline) -> str:
+    """The queue deployments go to: 'default' when the pool has one, else the first by priority."""
+    queues = sorted(pipeline.spec.work_pool.queues, key=lambda q: (q.priority, q.name))
+    names = [q.name for q in queues]
+    return "default" if "default" in names else names[0]
+
+
+def etl_parameters(pipeline: EvePipeline) -> dict[str, Any]:
+    """Parameters of the eve-market-etl deployment (source, regions, types, profile, schema,
+    table, pipeline name), as the Prefect issue defines the flow."""
+    spec = pipeline.spec
+    parameters: dict[str, Any] = {
+        "pipeline": pipeline.name,
+        "source": spec.source.kind.value,
+        "regions": list(spec.source.regions),
+        "profile": spec.destination.profile,
+        "schema": spec.destination.db_schema,
+        "table": spec.destination.table or spec.source.kind.default_table,
+        "fan_out": spec.source.fan_out,
+    }
+    if spec.source.types:
+        parameters["types"] = list(spec.source.types)
+    return parameters
+
+
+def maintenance_parameters(pipeline: EvePipeline) -> dict[str, Any]:
+    spec = pipeline.spec
+    return {
+        "pipeline": pipeline.name,
+        "profile": spec.destination.profile,
+        "schema": spec.destination.db_schema,
+        "retention_days": spec.maintenance.retention_days,
+    }
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, no aliases, multi-line strings as literal blocks."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str_representer)
+
+
+def dump_yaml(document: Any) -> str:
+    """Deterministic YAML: sorted keys, block style, no aliases, a fixed width."""
+    return yaml.dump(
+        document, Dumper=_Dumper, sort_keys=True, default_flow_style=False, width=100, allow_unicode=False
+    )

@@ -1,0 +1,396 @@
+"""Snowflake Snowpark Container Services: service spec, setup SQL, deploy script, README.
+
+The worker runs ``eveflow worker`` on a *process* work pool inside one SPCS service; every
+credential is a Snowflake SECRET referenced from the spec (``snowflakeSecret``), created by
+``setup.sql`` with placeholder values that the user replaces with ``ALTER SECRET`` by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from eveflow_etl.render import inputs
+from eveflow_etl.render.names import (
+    check_spcs_name,
+    host_port,
+    qualified,
+    quote_identifier,
+    spcs_name,
+    sql_identifier,
+    sql_string,
+    url_host_port,
+)
+from eveflow_etl.spec import EvePipeline
+
+POOL_NAME = "spcs-process"
+CONTAINER = "worker"
+IMAGE_NAME = "eveflow-worker"
+IMAGE_TAG = "latest"  # deploy.sh pushes a unique tag and points an uploaded copy of the spec at it
+DATABASE = "EVEFLOW"
+IMAGE_SCHEMA = "IMAGE_SCHEMA"
+APP_SCHEMA = "APP_SCHEMA"
+IMAGE_REPO = "IMAGE_REPO"
+STAGE = "APP_STAGE"
+INSTANCE_FAMILY = "CPU_X64_XS"
+DB_PORT = 5432
+SPEC_FILE = "service-spec.yaml"
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A Snowflake SECRET and the env variables it feeds (secretKeyRef → envVarName)."""
+
+    name: str  # validated SQL identifier, unqualified
+    kind: str  # GENERIC_STRING or PASSWORD
+    env: tuple[tuple[str, str], ...]  # (secretKeyRef, envVarName)
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every Snowflake and SPCS name of one pipeline, validated once."""
+
+    pipeline: str
+    prefix: str  # SQL identifier prefix, e.g. MARKET_HISTORY
+    pool: str  # Prefect work pool
+    service: str
+    compute_pool: str
+    network_rule: str
+    integration: str
+    stage_dir: str  # folder on the stage holding this pipeline's spec
+
+    @property
+    def spec_path(self) -> str:
+        return f"{self.stage_dir}/{SPEC_FILE}"
+
+    def q(self, name: str) -> str:
+        """Qualified name of an object in the app schema."""
+        return qualified(DATABASE, APP_SCHEMA, name)
+
+    @property
+    def stage(self) -> str:
+        return "@" + qualified(DATABASE, APP_SCHEMA, STAGE)
+
+    @property
+    def image_path(self) -> str:
+        # SPCS image paths are the lower-cased repository path.
+        return f"/{DATABASE}/{IMAGE_SCHEMA}/{IMAGE_REPO}/{IMAGE_NAME}".lower() + f":{IMAGE_TAG}"
+
+
+def names_for(pipeline: EvePipeline) -> Names:
+    base = spcs_name(pipeline.name, "metadata.name")
+    prefix = sql_identifier(base, "metadata.name")
+    return Names(
+        pipeline=base,
+        prefix=prefix,
+        pool=check_spcs_name(POOL_NAME, "work pool"),
+        service=sql_identifier(f"{prefix}_WORKER", "metadata.name"),
+        compute_pool=sql_identifier(f"{prefix}_POOL", "metadata.name"),
+        network_rule=sql_identifier(f"{prefix}_EGRESS", "metadata.name"),
+        integration=sql_identifier(f"{prefix}_EAI", "metadata.name"),
+        stage_dir=base,
+    )
+
+
+def secrets_for(pipeline: EvePipeline, names: Names) -> list[Secret]:
+    """The SECRET objects the service reads, in a fixed order."""
+    secrets: list[Secret] = []
+    credential = inputs.prefect_credential(pipeline)
+    if credential:
+        suffix = "PREFECT_API_KEY" if credential == "PREFECT_API_KEY" else "PREFECT_AUTH"
+        secrets.append(Secret(f"{names.prefix}_{suffix}", "GENERIC_STRING", (("secret_string", credential),)))
+    if inputs.prefect_api_url(pipeline) is None:
+        secrets.append(
+            Secret(f"{names.prefix}_PREFECT_API_URL", "GENERIC_STRING", (("secret_string", "PREFECT_API_URL"),))
+        )
+    variables = {c.env for c in inputs.database_variables(pipeline)}
+    env_prefix = "SNOWFLAKE_POSTGRES_" if "SNOWFLAKE_POSTGRES_HOST" in variables else "PG"
+    user, password = (
+        ("SNOWFLAKE_POSTGRES_USER", "SNOWFLAKE_POSTGRES_PASSWORD") if env_prefix != "PG" else ("PGUSER", "PGPASSWORD")
+    )
+    host, database = (
+        ("SNOWFLAKE_POSTGRES_HOST", "SNOWFLAKE_POSTGRES_DATABASE") if env_prefix != "PG" else ("PGHOST", "PGDATABASE")
+    )
+    secrets += [
+        Secret(f"{names.prefix}_DB_LOGIN", "PASSWORD", (("username", user), ("password", password))),
+        Secret(f"{names.prefix}_DB_HOST", "GENERIC_STRING", (("secret_string", host),)),
+        Secret(f"{names.prefix}_DB_NAME", "GENERIC_STRING", (("secret_string", database),)),
+    ]
+    return [Secret(sql_identifier(s.name, "metadata.name"), s.kind, s.env) for s in secrets]
+
+
+def egress_hosts(pipeline: EvePipeline) -> list[str]:
+    """host:port pairs the worker must reach: Prefect API, ESI (and the source), the database."""
+    url = inputs.prefect_api_url(pipeline)
+    if url:
+        prefect = url_host_port(url, "spec.prefect.apiUrl")
+    elif pipeline.spec.prefect.mode == "cloud":
+        prefect = host_port(inputs.CLOUD_API_HOST, 443, "spec.prefect")
+    else:
+        prefect = host_port("<PREFECT_API_HOST>", 443, "spec.prefect.apiUrl")
+    hosts = [
+        prefect,
+        url_host_port(inputs.SOURCE_URLS[inputs.SourceKind.ESI_HISTORY], "ESI"),
+        url_host_port(inputs.source_url(pipeline), "spec.source.kind"),
+        host_port("<DATABASE_HOST>", DB_PORT, "spec.destination"),
+    ]
+    return list(dict.fromkeys(hosts))  # de-duplicated, order kept
+
+
+def _cpu(quantity: str | None) -> float | None:
+    """Kubernetes CPU quantity → SPCS CPU units ('250m' → 0.25)."""
+    if quantity is None:
+        return None
+    value = Decimal(quantity[:-1]) / 1000 if quantity.endswith("m") else Decimal(quantity)
+    return float(value)
+
+
+_MEMORY_FACTORS = {"k": 10**3, "Ki": 2**10, "M": 10**6, "Mi": 2**20, "G": 10**9, "Gi": 2**30, "T": 10**12, "Ti": 2**40}
+
+
+def _memory(quantity: str | None) -> str | None:
+    """Kubernetes memory quantity → an SPCS one (M, Mi, G, Gi); other units become Mi."""
+    if quantity is None:
+        return None
+    for unit in ("Mi", "Gi", "M", "G"):
+        if quantity.endswith(unit) and quantity[: -len(unit)].isdigit():
+            return quantity
+    for unit in sorted(_MEMORY_FACTORS, key=len, reverse=True):
+        if quantity.endswith(unit):
+            number, factor = Decimal(quantity[: -len(unit)]), _MEMORY_FACTORS[unit]
+            break
+    else:
+        number, factor = Decimal(quantity), 1
+    mebibytes = -(-(number * factor) // 2**20)  # round up
+    return f"{max(int(mebibytes), 1)}Mi"
+
+
+def _resources(pipeline: EvePipeline) -> dict:
+    resources = pipeline.spec.worker.resources
+    out: dict = {}
+    for kind, values in (("requests", resources.requests), ("limits", resources.limits)):
+        entry = {k: v for k, v in (("cpu", _cpu(values.cpu)), ("memory", _memory(values.memory))) if v is not None}
+        if entry:
+            out[kind] = entry
+    return out
+
+
+def build_service_spec(pipeline: EvePipeline, names: Names) -> dict:
+    """The SPCS service specification (a plain dict; see tests/render for its schema)."""
+    env = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR, "EVEFLOW_PIPELINE": names.pipeline}
+    env.update(inputs.fixed_database_env(pipeline))
+    url = inputs.prefect_api_url(pipeline)
+    if url:
+        env["PREFECT_API_URL"] = url
+    secrets = [
+        {
+            "snowflakeSecret": {"objectName": f"{DATABASE}.{APP_SCHEMA}.{secret.name}".lower()},
+            "secretKeyRef": key,
+            "envVarName": variable,
+        }
+        for secret in secrets_for(pipeline, names)
+        for key, variable in secret.env
+    ]
+    container = {
+        "name": CONTAINER,
+        "image": names.image_path,
+        "command": ["eveflow"],
+        "args": inputs.worker_args(names.pool, "process", inputs.worker_queues(pipeline)),
+        "env": env,
+        "readinessProbe": {"port": inputs.WORKER_PORT, "path": "/health"},
+        "resources": _resources(pipeline),
+        "secrets": secrets,
+        "volumeMounts": [{"name": "data", "mountPath": inputs.DATA_DIR}],
+    }
+    return {
+        "spec": {
+            "containers": [container],
+            "endpoints": [{"name": "health", "port": inputs.WORKER_PORT, "public": False, "protocol": "HTTP"}],
+            "volumes": [{"name": "data", "source": "local"}],
+            "logExporters": {"eventTableConfig": {"logLevel": "INFO"}},
+        }
+    }
+
+
+def _secret_statement(secret: Secret, names: Names) -> str:
+    target = names.q(secret.name)
+    if secret.kind == "PASSWORD":
+        user_var, password_var = (variable for _, variable in secret.env)
+        return (
+            f"CREATE SECRET IF NOT EXISTS {target}\n  TYPE = PASSWORD\n"
+            f"  USERNAME = {sql_string('<' + user_var + '>')}\n  PASSWORD = {sql_string('<' + password_var + '>')};"
+        )
+    (_, variable), = secret.env
+    return (
+        f"CREATE SECRET IF NOT EXISTS {target}\n  TYPE = GENERIC_STRING\n"
+        f"  SECRET_STRING = {sql_string('<' + variable + '>')};"
+    )
+
+
+def service_statements(names: Names) -> dict[str, str]:
+    """The service lifecycle statements, by file name (deploy.sh runs create or update)."""
+    service = names.q(names.service)
+    from_stage = f"FROM {names.stage}\n  SPECIFICATION_FILE = {sql_string(names.spec_path)}"
+    return {
+        "service-create.sql": (
+            f"CREATE SERVICE IF NOT EXISTS {service}\n  IN COMPUTE POOL {quote_identifier(names.compute_pool)}\n"
+            f"  {from_stage}\n"
+            f"  EXTERNAL_ACCESS_INTEGRATIONS = ({quote_identifier(names.integration)})\n"
+            "  MIN_INSTANCES = 1\n  MAX_INSTANCES = 1;\n"
+        ),
+        "service-update.sql": f"ALTER SERVICE {service}\n  {from_stage};\n",
+        "service-suspend.sql": f"ALTER SERVICE {service} SUSPEND;\n",
+        "service-resume.sql": f"ALTER SERVICE {service} RESUME;\n",
+    }
+
+
+def build_setup_sql(pipeline: EvePipeline, names: Names) -> str:
+    db = quote_identifier(DATABASE)
+    hosts = ", ".join(sql_string(h) for h in egress_hosts(pipeline))
+    secrets = secrets_for(pipeline, names)
+    lines = [
+        f"-- Snowflake objects for the eveflow pipeline '{names.pipeline}' (generated by eveflow render).",
+        "-- Run once with a role that may create databases, compute pools and integrations, e.g.",
+        "--   snow sql -f setup.sql",
+        "-- Safe to run again: everything is IF NOT EXISTS, except the network rule and the",
+        "-- integration, which are replaced so host changes take effect.",
+        "-- Before running: replace <PREFECT_API_HOST> / <DATABASE_HOST> in the network rule, if present.",
+        "-- Secrets are created with placeholder values; set the real ones afterwards, by hand:",
+    ]
+    for secret in secrets:
+        if secret.kind == "PASSWORD":
+            lines.append(f"--   ALTER SECRET {names.q(secret.name)} SET USERNAME = '...' PASSWORD = '...';")
+        else:
+            lines.append(f"--   ALTER SECRET {names.q(secret.name)} SET SECRET_STRING = '...';")
+    lines += [
+        "",
+        "-- 1. Database, schemas, image repository, stage",
+        f"CREATE DATABASE IF NOT EXISTS {db};",
+        f"CREATE SCHEMA IF NOT EXISTS {qualified(DATABASE, IMAGE_SCHEMA)};",
+        f"CREATE SCHEMA IF NOT EXISTS {qualified(DATABASE, APP_SCHEMA)};",
+        f"CREATE IMAGE REPOSITORY IF NOT EXISTS {qualified(DATABASE, IMAGE_SCHEMA, IMAGE_REPO)};",
+        f"CREATE STAGE IF NOT EXISTS {qualified(DATABASE, APP_SCHEMA, STAGE)}\n"
+        "  DIRECTORY = (ENABLE = TRUE)\n  ENCRYPTION = (TYPE = 'SNOWFLAKE_SSE');",
+        "",
+        "-- 2. Compute pool (one small CPU node is plenty for a process worker)",
+        f"CREATE COMPUTE POOL IF NOT EXISTS {quote_identifier(names.compute_pool)}\n"
+        f"  MIN_NODES = 1\n  MAX_NODES = 1\n  INSTANCE_FAMILY = {INSTANCE_FAMILY}\n"
+        "  AUTO_RESUME = TRUE\n  AUTO_SUSPEND_SECS = 3600;",
+        "",
+        "-- 3. Egress: the Prefect API, ESI (and the market source), the database",
+        f"CREATE OR REPLACE NETWORK RULE {names.q(names.network_rule)}\n"
+        f"  MODE = EGRESS\n  TYPE = HOST_PORT\n  VALUE_LIST = ({hosts});",
+        f"CREATE OR REPLACE EXTERNAL ACCESS INTEGRATION {quote_identifier(names.integration)}\n"
+        f"  ALLOWED_NETWORK_RULES = ({names.q(names.network_rule)})\n  ENABLED = TRUE;",
+        "",
+        "-- 4. Secrets (placeholders only: never put a real value in this file)",
+    ]
+    lines += [_secret_statement(s, names) for s in secrets]
+    lines += [
+        "",
+        "-- 5. The service: deploy.sh pushes the image, uploads the spec to the stage, then runs",
+        "--    service-create.sql (first time) or service-update.sql (in place). For reference:",
+    ]
+    for file_name, statement in service_statements(names).items():
+        lines.append(f"--   [{file_name}]")
+        lines += [f"--   {line}" for line in statement.rstrip("\n").splitlines()]
+    return "\n".join(lines) + "\n"
+
+
+def build_deploy_sh(pipeline: EvePipeline, names: Names) -> str:
+    source_image = pipeline.spec.worker.image or ""
+    service = names.q(names.service)
+    describe = f"DESCRIBE SERVICE {service}"
+    repo = qualified(DATABASE, IMAGE_SCHEMA, IMAGE_REPO)
+    return f"""#!/usr/bin/env bash
+# Build (or pull) the worker image for linux/amd64, push it to the Snowflake image repository,
+# upload the service spec to the stage and create or update the SPCS service '{names.service}'.
+# Needs: docker with buildx, the Snowflake CLI (snow) with a working connection.
+# Usage: path/to/deploy.sh      (run from the eveflow checkout, or set SOURCE_IMAGE / BUILD_CONTEXT)
+#   SNOW_CONNECTION=name        snow connection to use (default: snow's default connection)
+#   IMAGE_TAG=tag               tag to push (default: the current time, UTC)
+#   SOURCE_IMAGE=ref            pull this image instead of building one
+#   BUILD_CONTEXT=dir           docker build context with the eveflow Dockerfile (default: the current directory)
+set -euo pipefail
+here="$(cd "$(dirname "${{BASH_SOURCE[0]}}")" && pwd)"
+
+snow_args=()
+if [ -n "${{SNOW_CONNECTION:-}}" ]; then snow_args=(--connection "$SNOW_CONNECTION"); fi
+snowsql() {{ snow sql "${{snow_args[@]}}" "$@"; }}
+
+image_tag="${{IMAGE_TAG:-$(date -u +%Y%m%d%H%M%S)}}"
+source_image="${{SOURCE_IMAGE:-{source_image}}}"
+build_context="${{BUILD_CONTEXT:-.}}"
+local_image="{IMAGE_NAME}:${{image_tag}}"
+
+if grep -q "VALUE_LIST = (.*'<" "$here/setup.sql"; then
+  echo "setup.sql: replace the <...> host placeholders in the network rule first" >&2
+  exit 1
+fi
+
+echo "==> 1/5 Snowflake objects (setup.sql, idempotent)"
+snowsql -f "$here/setup.sql"
+
+echo "==> 2/5 Image for linux/amd64"
+if [ -n "$source_image" ]; then
+  docker pull --platform linux/amd64 "$source_image"
+  docker tag "$source_image" "$local_image"
+else
+  docker build --platform linux/amd64 -t "$local_image" "$build_context"
+fi
+
+echo "==> 3/5 Log in and push to {repo}"
+registry="$(snow spcs image-registry url "${{snow_args[@]}}")"
+repository="$registry{names.image_path.rsplit(':', 1)[0]}"
+snow spcs image-registry login "${{snow_args[@]}}"
+docker tag "$local_image" "$repository:$image_tag"
+docker push "$repository:$image_tag"
+
+echo "==> 4/5 Upload the service spec (pinned to tag $image_tag)"
+workdir="$(mktemp -d)"
+trap 'rm -rf "$workdir"' EXIT
+sed "s|{names.image_path}|{names.image_path.rsplit(':', 1)[0]}:$image_tag|" \\
+  "$here/{SPEC_FILE}" > "$workdir/{SPEC_FILE}"
+snow stage copy "$workdir/{SPEC_FILE}" '@{DATABASE}.{APP_SCHEMA}.{STAGE}/{names.stage_dir}/' --overwrite "${{snow_args[@]}}"
+
+echo "==> 5/5 Create or update the service"
+if snowsql -q '{describe}' >/dev/null 2>&1; then
+  snowsql -f "$here/service-update.sql"
+else
+  snowsql -f "$here/service-create.sql"
+fi
+echo "Done. Status: snow sql -q \\"SELECT SYSTEM\\$GET_SERVICE_STATUS('{DATABASE}.{APP_SCHEMA}.{names.service}')\\""
+"""
+
+
+def build_readme(pipeline: EvePipeline, names: Names) -> str:
+    secrets = secrets_for(pipeline, names)
+    secret_lines = "\n".join(
+        f"- `{DATABASE}.{APP_SCHEMA}.{s.name}` → " + ", ".join(f"`{v}` ({k})" for k, v in s.env) for s in secrets
+    )
+    return f"""# eveflow on Snowpark Container Services: `{names.pipeline}`
+
+Generated by `eveflow render --target spcs`. The worker runs `eveflow worker` on the Prefect
+**process** work pool `{names.pool}` inside the SPCS service `{DATABASE}.{APP_SCHEMA}.{names.service}`
+(compute pool `{names.compute_pool}`, instance family `{INSTANCE_FAMILY}`).
+
+| file | what it is |
+| --- | --- |
+| `{SPEC_FILE}` | the service specification (uploaded to `{names.stage}/{names.stage_dir}/`) |
+| `setup.sql` | database, schemas, image repository, stage, compute pool, egress rule + integration, secrets |
+| `service-*.sql` | create, update in place (`ALTER SERVICE … FROM @stage`), suspend, resume |
+| `deploy.sh` | build for linux/amd64, push, upload the spec, create or update the service |
+| `pipeline.yaml` | the pipeline with its work pool set to `{names.pool}` (process), for `eveflow apply` |
+
+## Steps
+1. Edit `setup.sql`: replace any `<PREFECT_API_HOST>` / `<DATABASE_HOST>` in the network rule.
+2. `./deploy.sh` (from the eveflow checkout, or with `SOURCE_IMAGE=…`): runs `setup.sql`, builds
+   and pushes the image, uploads the spec, creates or updates the service.
+3. Set the secrets' real values by hand (never in a file), then restart the service
+   (`service-suspend.sql`, `service-resume.sql`):
+{secret_lines}
+4. Register the work pool and deployments: `eveflow apply -f pipeline.yaml`
+   (with `PREFECT_API_URL` and the credential in your shell).
+5. Check: `SELECT SYSTEM$GET_SERVICE_STATUS('{DATABASE}.{APP_SCHEMA}.{names.service}');` and the
+   logs in the event table (`logExporters`, level INFO). The `/health` endpoint is not public.
+"""

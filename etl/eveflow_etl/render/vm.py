@@ -1,0 +1,267 @@
+"""A single VM: docker compose (process + docker workers, optional single-box Prefect server and
+Postgres), a systemd unit for the process worker without Docker, prefect.yaml, .env.example."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from eveflow_etl.render import inputs
+from eveflow_etl.render.names import check_spcs_name
+from eveflow_etl.spec import EvePipeline
+
+PROCESS_POOL = "vm-process"
+DOCKER_POOL = "vm-docker"
+PREFECT_SERVER_IMAGE = "prefecthq/prefect:3-python3.11"
+POSTGRES_IMAGE = "postgres:16"
+INSTALL_DIR = "/opt/eveflow"
+ENV_FILE = "/etc/eveflow/eveflow.env"
+PREFECT_DATABASE = "prefect"
+
+
+@dataclass(frozen=True)
+class Pools:
+    process: str
+    docker: str
+    deployments: str  # the pool the deployments go to
+    deployments_type: str
+
+
+def pools_for(pipeline: EvePipeline) -> Pools:
+    """Keep the pipeline's pool when a VM can serve it (process, docker); a kubernetes pool
+    becomes the process pool ``vm-process``."""
+    pool = pipeline.spec.work_pool
+    process = pool.name if pool.type == "process" else PROCESS_POOL
+    docker = pool.name if pool.type == "docker" else DOCKER_POOL
+    if pool.type == "docker":
+        return Pools(process, docker, docker, "docker")
+    return Pools(process, docker, process, "process")
+
+
+def unit_name(pipeline: EvePipeline) -> str:
+    return f"eveflow-{check_spcs_name(pipeline.name, 'metadata.name')}-worker.service"
+
+
+def _image(pipeline: EvePipeline) -> str:
+    return "${EVEFLOW_IMAGE:-" + (pipeline.spec.worker.image or inputs.DEFAULT_IMAGE) + "}"
+
+
+def _healthcheck() -> dict:
+    probe = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{inputs.WORKER_PORT}/health', timeout=4)"
+    return {
+        "test": ["CMD", "python", "-c", probe],
+        "interval": "30s",
+        "timeout": "5s",
+        "retries": 3,
+        "start_period": "30s",
+    }
+
+
+def build_compose(pipeline: EvePipeline) -> dict:
+    pools = pools_for(pipeline)
+    queues = inputs.worker_queues(pipeline)
+    environment = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
+    if pipeline.spec.destination.profile == "crunchy":
+        environment["PGSSLMODE"] = "require"
+    worker = {
+        "image": _image(pipeline),
+        "env_file": [".env"],
+        "environment": environment,
+        "restart": "unless-stopped",
+        "healthcheck": _healthcheck(),
+        "volumes": [f"eveflow-data:{inputs.DATA_DIR}"],
+    }
+    process_worker = dict(
+        worker,
+        command=["eveflow", *inputs.worker_args(pools.process, "process", queues if pools.deployments_type == "process" else [])],
+    )
+    docker_worker = dict(
+        worker,
+        command=["eveflow", *inputs.worker_args(pools.docker, "docker", queues if pools.deployments_type == "docker" else [])],
+        volumes=[*worker["volumes"], "/var/run/docker.sock:/var/run/docker.sock"],
+    )
+    # The worker of the pool the deployments are on starts by default; the other one on request.
+    if pools.deployments_type == "process":
+        docker_worker["profiles"] = ["docker"]
+    else:
+        process_worker["profiles"] = ["process"]
+    db_login = {"POSTGRES_USER": "${PGUSER:?set PGUSER in .env}", "POSTGRES_PASSWORD": "${PGPASSWORD:?set PGPASSWORD in .env}"}
+    return {
+        "services": {
+            "worker-process": process_worker,
+            "worker-docker": docker_worker,
+            "prefect-server": {
+                "image": PREFECT_SERVER_IMAGE,
+                "profiles": ["single-box"],
+                "command": ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200"],
+                "environment": {
+                    "PREFECT_SERVER_DATABASE_DRIVER": "postgresql+asyncpg",
+                    "PREFECT_SERVER_DATABASE_HOST": "postgres",
+                    "PREFECT_SERVER_DATABASE_PORT": "5432",
+                    "PREFECT_SERVER_DATABASE_NAME": PREFECT_DATABASE,
+                    "PREFECT_SERVER_DATABASE_USER": db_login["POSTGRES_USER"],
+                    "PREFECT_SERVER_DATABASE_PASSWORD": db_login["POSTGRES_PASSWORD"],
+                },
+                "ports": ["127.0.0.1:4200:4200"],
+                "depends_on": {"postgres": {"condition": "service_healthy"}},
+                "restart": "unless-stopped",
+            },
+            "postgres": {
+                "image": POSTGRES_IMAGE,
+                "profiles": ["single-box"],
+                "environment": dict(db_login, POSTGRES_DB="${PGDATABASE:?set PGDATABASE in .env}"),
+                "volumes": ["postgres-data:/var/lib/postgresql/data", "./single-box/initdb:/docker-entrypoint-initdb.d:ro"],
+                "healthcheck": {
+                    "test": ["CMD-SHELL", "pg_isready -U \"$$POSTGRES_USER\" -d \"$$POSTGRES_DB\""],
+                    "interval": "10s",
+                    "timeout": "5s",
+                    "retries": 10,
+                },
+                "restart": "unless-stopped",
+            },
+        },
+        "volumes": {"eveflow-data": {}, "postgres-data": {}},
+    }
+
+
+def build_initdb_sql() -> str:
+    return (
+        "-- Runs once, when the single-box Postgres volume is first created: a database for the\n"
+        "-- Prefect server next to the pipeline's own (PGDATABASE).\n"
+        f"CREATE DATABASE {PREFECT_DATABASE};\n"
+    )
+
+
+def build_systemd_unit(pipeline: EvePipeline) -> str:
+    pools = pools_for(pipeline)
+    queues = inputs.worker_queues(pipeline)
+    args = " ".join(inputs.worker_args(pools.process, "process", queues if pools.deployments_type == "process" else []))
+    return f"""[Unit]
+Description=eveflow Prefect worker for pipeline {pipeline.name} (process pool {pools.process})
+Wants=network-online.target
+After=network-online.target
+
+[Service]
+Type=simple
+User=eveflow
+Group=eveflow
+# PREFECT_API_URL, the credential and the database variables (see .env.example); mode 0600.
+EnvironmentFile={ENV_FILE}
+Environment=EVEFLOW_DATA_DIR=/var/lib/eveflow/{pipeline.name}
+StateDirectory=eveflow/{pipeline.name}
+WorkingDirectory=/var/lib/eveflow/{pipeline.name}
+ExecStart={INSTALL_DIR}/.venv/bin/eveflow {args}
+Restart=always
+RestartSec=10
+TimeoutStopSec=60
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=strict
+ProtectHome=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def _deployment(pipeline: EvePipeline, name: str, entrypoint: str, description: str, parameters: dict,
+                pools: Pools, queue: str, schedules: list[dict]) -> dict:
+    return {
+        "name": name,
+        "entrypoint": entrypoint,
+        "description": description,
+        "parameters": parameters,
+        "work_pool": {"name": pools.deployments, "work_queue_name": queue, "job_variables": {}},
+        "schedules": schedules,
+        "paused": pipeline.spec.suspend,
+        "tags": ["eveflow", f"eveflow-pipeline:{pipeline.name}"],
+    }
+
+
+def build_prefect_yaml(pipeline: EvePipeline) -> dict:
+    """prefect.yaml for ``prefect deploy --all`` (``eveflow apply`` does the same from the pipeline)."""
+    pools = pools_for(pipeline)
+    spec = pipeline.spec
+    queue = inputs.default_queue(pipeline)
+    etl_schedules = [
+        {"slug": s.slug, "cron": s.cron, "timezone": s.timezone, "active": s.active, "parameters": s.parameters}
+        for s in spec.schedules
+    ]
+    deployments = [
+        _deployment(
+            pipeline, pipeline.etl_deployment_name, inputs.ETL_ENTRYPOINT,
+            f"EVE market data ({spec.source.kind.value}) into {spec.destination.db_schema}; pipeline {pipeline.name}.",
+            inputs.etl_parameters(pipeline), pools, queue, etl_schedules,
+        )
+    ]
+    if spec.maintenance.enabled:
+        deployments.append(
+            _deployment(
+                pipeline, pipeline.maintenance_deployment_name, inputs.MAINTENANCE_ENTRYPOINT,
+                f"Housekeeping of pipeline {pipeline.name}: prune, ANALYZE, trim the ESI cache.",
+                inputs.maintenance_parameters(pipeline), pools, queue,
+                [{"slug": "maintenance", "cron": spec.maintenance.cron, "timezone": "UTC", "active": True}],
+            )
+        )
+    # The flows come from the installed eveflow package, so there is nothing to pull.
+    return {"name": f"eveflow-{pipeline.name}", "pull": [], "deployments": deployments}
+
+
+def build_env_example(pipeline: EvePipeline) -> str:
+    """Every variable a worker may read, without values. No inline comments: systemd's
+    EnvironmentFile would take them as part of the value."""
+    used = [c.env for c in inputs.database_variables(pipeline)]
+    credential = inputs.prefect_credential(pipeline)
+    url = inputs.prefect_api_url(pipeline)
+    prefect_used = ["PREFECT_API_URL", *([credential] if credential else [])]
+    lines = [
+        f"# Environment of the eveflow workers of pipeline '{pipeline.name}'. Copy to .env (compose)",
+        f"# or {ENV_FILE} (systemd), fill in, chmod 600. Never commit the filled-in file.",
+        "",
+        f"# Prefect (mode: {pipeline.spec.prefect.mode}); this pipeline reads: {', '.join(prefect_used)}",
+        "# PREFECT_API_URL: " + (url if url else "e.g. http://prefect-server:4200/api with --profile single-box"),
+        "# PREFECT_API_KEY: Prefect Cloud; PREFECT_API_AUTH_STRING: user:password of a server with basic auth",
+        *(f"{v}=" for v in inputs.PREFECT_VARIABLES),
+        "",
+        "# Database, profiles env and crunchy (crunchy requires TLS: PGSSLMODE=require is set for you)",
+        f"# Profile {pipeline.spec.destination.profile}: this pipeline reads {', '.join(used)}",
+        *(f"{v}=" for v in inputs.PG_VARIABLES),
+        "",
+        "# Database, profile snowflake (Snowflake Postgres)",
+        *(f"{v}=" for v in inputs.SNOWFLAKE_PG_VARIABLES),
+        "",
+        "# docker compose only: the worker image (default " + (pipeline.spec.worker.image or inputs.DEFAULT_IMAGE) + ")",
+        "EVEFLOW_IMAGE=",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def build_readme(pipeline: EvePipeline) -> str:
+    pools = pools_for(pipeline)
+    unit = unit_name(pipeline)
+    return f"""# eveflow on a VM: `{pipeline.name}`
+
+Generated by `eveflow render --target vm`. Deployments go to the **{pools.deployments_type}** work
+pool `{pools.deployments}`; `docker compose up` starts its worker.
+
+| file | what it is |
+| --- | --- |
+| `docker-compose.yml` | `worker-process` (pool `{pools.process}`), `worker-docker` (pool `{pools.docker}`); profile `single-box` adds a Prefect server and Postgres |
+| `systemd/{unit}` | the process worker without Docker |
+| `prefect.yaml` | the deployments, for `prefect deploy --all` (same as `eveflow apply`) |
+| `pipeline.yaml` | the pipeline with the work pool above, for `eveflow apply` |
+| `.env.example` | every variable the workers read, without values |
+
+## With Docker
+1. `cp .env.example .env && chmod 600 .env`, fill it in (never commit it).
+2. `docker compose up -d` — or, with no Prefect server or database elsewhere:
+   `docker compose --profile single-box up -d` (set `PREFECT_API_URL=http://prefect-server:4200/api`
+   and `PGHOST=postgres` in `.env`; the UI is on http://127.0.0.1:4200).
+3. Register the work pool and the deployments:
+   `eveflow apply -f pipeline.yaml` (with `PREFECT_API_URL` and the credential in your shell).
+
+## Without Docker (systemd)
+1. `python3.11 -m venv {INSTALL_DIR}/.venv && {INSTALL_DIR}/.venv/bin/pip install eveflow`
+2. `useradd --system eveflow`; put the filled-in `.env` at `{ENV_FILE}` (mode 0600).
+3. `cp systemd/{unit} /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now {unit}`
+4. `eveflow apply -f pipeline.yaml`
+"""
