@@ -83,7 +83,7 @@ def test_truncated_body_is_retried(esi_server, esi_settings, mode):
 
 
 def test_timeout_is_retried(esi_server, tmp_path):
-    esi_server.admin.fault(delay=2.0, count=1)
+    esi_server.admin.fault(delay=1.0, count=1)
     settings = settings_for(esi_server, tmp_path, esi_timeout_seconds=0.3)
     with EsiClient(settings) as client:
         resp = client.get(orders_url(esi_server), {"page": 1})

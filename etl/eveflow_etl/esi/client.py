@@ -166,26 +166,28 @@ class EsiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def service_of(self, url: str) -> tuple[str, str]:
+    def service_of(self, url: str, service: str | None = None) -> tuple[str, str]:
         """(name, base URL) of the service a URL belongs to, for error messages."""
         for base, name in sorted(self._services, key=lambda s: -len(s[0])):
-            if url.startswith(base):
+            if url.startswith(base) and service in (None, name):
                 return name, base
         parts = urlsplit(url)
-        return parts.netloc, f"{parts.scheme}://{parts.netloc}"
+        return service or parts.netloc, f"{parts.scheme}://{parts.netloc}"
 
     # --- public ----------------------------------------------------------------------------
     def get(self, url: str, params: Mapping[str, Any] | None = None, *, expect_json: bool = True,
             retry_statuses: tuple[int, ...] = (), backoff: float | None = None,
-            use_cache: bool = True) -> EsiResponse:
+            use_cache: bool = True, service: str | None = None) -> EsiResponse:
         """GET with cache, limits and retries. 2xx/304 come back as an :class:`EsiResponse`
         (304 with the cached body); 4xx other than 420/429 come back too for the caller to judge;
-        everything else that will not succeed raises :class:`EsiRequestError`."""
+        everything else that will not succeed raises :class:`EsiRequestError` (``service`` names
+        the source in its message; default: guessed from the base URLs in the settings)."""
         full_url = requests.Request("GET", url, params=params).prepare().url or url
         entry = self.cache.load(full_url) if use_cache else None
         if entry is not None and entry.fresh(time.time()):
             self.stats.add(cache_hits=1)
             return EsiResponse(full_url, 200, entry.body, {}, from_cache=True, pages=entry.pages)
+        # ``backoff`` is for ``retry_statuses`` (Mokaam's 403 wants longer pauses than a 5xx).
         base_delay = self.settings.esi_backoff_seconds if backoff is None else backoff
         failures = limit_waits = 0
         last = ""
@@ -196,15 +198,15 @@ class EsiClient:
                 self.stats.add(transport_errors=1)
                 last = exc.reason
                 if failures >= self.settings.esi_max_retries:
-                    raise self._give_up(full_url, None, failures + 1, exc.reason, exc.unreachable) from None
+                    raise self._give_up(full_url, None, failures + 1, exc.reason, exc.unreachable, service) from None
                 failures += 1
-                self._backoff(base_delay, failures, full_url, exc.reason)
+                self._backoff(self.settings.esi_backoff_seconds, failures, full_url, exc.reason)
                 continue
             status = resp.status_code
             if status in (420, 429):
                 limit_waits += 1
                 if limit_waits > _MAX_LIMIT_WAITS:
-                    raise self._give_up(full_url, status, failures + limit_waits, f"HTTP {status}", False)
+                    raise self._give_up(full_url, status, failures + limit_waits, f"HTTP {status}", False, service)
                 continue  # the gate / pacer now hold everyone back until the reset
             if status == 304 and entry is not None:
                 entry.expires = _expires(resp.headers)
@@ -215,11 +217,12 @@ class EsiClient:
             if status >= 500 or status in retry_statuses or (status == 304 and entry is None):
                 last = f"HTTP {status}"
                 if failures >= self.settings.esi_max_retries:
-                    raise self._give_up(full_url, status, failures + 1, last, False)
+                    raise self._give_up(full_url, status, failures + 1, last, False, service)
                 failures += 1
                 retry_after = resp.headers.get("Retry-After")
                 delay = float(retry_after) if retry_after and retry_after.isdigit() else None
-                self._backoff(base_delay, failures, full_url, last, delay)
+                self._backoff(base_delay if status in retry_statuses else self.settings.esi_backoff_seconds,
+                              failures, full_url, last, delay)
                 continue
             out = EsiResponse(full_url, status, resp.content, resp.headers, pages=_pages(resp.headers),
                               _data=getattr(resp, "_eveflow_json", None))
@@ -229,7 +232,7 @@ class EsiClient:
             return out
 
     @contextmanager
-    def stream(self, url: str) -> Iterator[requests.Response]:
+    def stream(self, url: str, *, service: str | None = None) -> Iterator[requests.Response]:
         """A streamed GET (large files): connect and status retried like :meth:`get`; the body
         is the caller's to read from ``response.raw``. Non-2xx statuses that are not retried
         come back unread."""
@@ -239,7 +242,7 @@ class EsiClient:
                 resp = self._request(url, {}, stream=True)
             except _Transient as exc:
                 if failures >= self.settings.esi_max_retries:
-                    raise self._give_up(url, None, failures + 1, exc.reason, exc.unreachable) from None
+                    raise self._give_up(url, None, failures + 1, exc.reason, exc.unreachable, service) from None
                 failures += 1
                 self._backoff(self.settings.esi_backoff_seconds, failures, url, exc.reason)
                 continue
@@ -250,7 +253,7 @@ class EsiClient:
                 continue
             if resp.status_code >= 500:
                 resp.close()
-                raise self._give_up(url, resp.status_code, failures + 1, f"HTTP {resp.status_code}", False)
+                raise self._give_up(url, resp.status_code, failures + 1, f"HTTP {resp.status_code}", False, service)
             try:
                 yield resp
             finally:
@@ -313,8 +316,9 @@ class EsiClient:
         log.info("retrying %s in %.2fs (%s, attempt %d)", url, delay, reason, failures + 1)
         time.sleep(delay)
 
-    def _give_up(self, url: str, status: int | None, attempts: int, reason: str, unreachable: bool) -> EsiRequestError:
-        name, base = self.service_of(url)
+    def _give_up(self, url: str, status: int | None, attempts: int, reason: str, unreachable: bool,
+                 service: str | None = None) -> EsiRequestError:
+        name, base = self.service_of(url, service)
         if unreachable:
             return EsiRequestError(f"cannot reach {name} at {base}: {reason}", url=url, attempts=attempts)
         return EsiRequestError(f"{name} request {url} failed after {attempts} attempts: {reason}",

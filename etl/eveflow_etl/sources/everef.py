@@ -33,7 +33,7 @@ def fetch_everef(client: EsiClient, settings: EtlSettings, regions: Sequence[int
     region_set = set(regions) if regions else None
     type_set = set(types) if types is not None else None
     rows_read = 0
-    with client.stream(url) as resp:
+    with client.stream(url, service="EVE Ref") as resp:
         if resp.status_code == 404:
             raise SourceError(f"EVE Ref has no history file for {day.isoformat()} ({url}: HTTP 404)")
         if resp.status_code != 200:

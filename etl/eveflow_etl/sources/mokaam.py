@@ -42,7 +42,7 @@ def fetch_mokaam(client: EsiClient, settings: EtlSettings, regions: Sequence[int
     for region_id in regions:
         try:  # 403 is Mokaam's "slow down": back off and try again
             resp = client.get(f"{base}/API/market/all", {"regionid": region_id}, retry_statuses=(403,),
-                              backoff=settings.mokaam_backoff_seconds)
+                              backoff=settings.mokaam_backoff_seconds, service="Mokaam")
         except EsiRequestError as exc:
             raise SourceError(f"Mokaam aggregates of region {region_id}: {exc}") from None
         if resp.status != 200:
