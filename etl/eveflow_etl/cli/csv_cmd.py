@@ -1,3 +1,76 @@
-"""Commands of this module are registered on the root app (filled in by its owner)."""
+"""``eveflow csv load|upsert|pull`` — the reference project's CSV verbs (logic in csvtool)."""
 
-from eveflow_etl.cli.app import app, dev_app  # noqa: F401
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from eveflow_etl.cli.app import app
+
+csv_app = typer.Typer(no_args_is_help=True, help="Load, upsert and pull CSV files.")
+app.add_typer(csv_app, name="csv")
+
+DsnOpt = typer.Option(None, "--dsn", help="PostgreSQL DSN/URI (default: the local embedded server).")
+ProfileOpt = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake")
+
+
+def _dsn(dsn: Optional[str], profile: Optional[str]) -> str:
+    from eveflow_etl.destinations import resolve_dsn
+    from eveflow_etl.settings import load_settings
+
+    return resolve_dsn(profile, dsn, load_settings())
+
+
+@csv_app.command("load")
+def load(
+    file: Path = typer.Argument(..., help="CSV file with a header line."),
+    table: str = typer.Argument(..., help="Target table (created if missing)."),
+    schema: str = typer.Option("public", "--schema"),
+    dsn: Optional[str] = DsnOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """COPY a CSV file into SCHEMA.TABLE (one transaction: all rows or none)."""
+    from eveflow_etl.csvtool import load_csv
+
+    result = load_csv(_dsn(dsn, profile), file, schema, table)
+    typer.echo(f"loaded {result.rows} rows into {schema}.{table}")
+
+
+@csv_app.command("upsert")
+def upsert(
+    file: Path = typer.Argument(...),
+    table: str = typer.Argument(...),
+    primary_keys: str = typer.Option(..., "--primary-keys", help="Comma-separated key columns, e.g. a,b,c"),
+    schema: str = typer.Option("public", "--schema"),
+    dsn: Optional[str] = DsnOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Insert new rows and update changed ones of SCHEMA.TABLE on the given key."""
+    from eveflow_etl.csvtool import upsert_csv
+
+    keys = [k.strip() for k in primary_keys.split(",") if k.strip()]
+    r = upsert_csv(_dsn(dsn, profile), file, schema, table, keys)
+    typer.echo(f"{r.rows} rows: {r.inserted} inserted, {r.updated} updated, {r.unchanged} unchanged")
+
+
+@csv_app.command("pull")
+def pull(
+    qualified: str = typer.Argument(..., metavar="SCHEMA.TABLE"),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default: stdout)."),
+    dsn: Optional[str] = DsnOpt,
+    profile: Optional[str] = ProfileOpt,
+) -> None:
+    """Write a table as CSV with a header."""
+    from eveflow_etl.csvtool import pull_csv
+
+    conninfo = _dsn(dsn, profile)
+    if output is None:
+        pull_csv(conninfo, qualified)
+        return
+    tmp = output.with_name(output.name + ".part")
+    with tmp.open("wb") as fh:
+        size = pull_csv(conninfo, qualified, fh)
+    tmp.replace(output)  # no half-written file on failure
+    typer.echo(f"wrote {size} bytes to {output}", err=True)

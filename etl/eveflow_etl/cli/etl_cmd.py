@@ -1,3 +1,120 @@
-"""Commands of this module are registered on the root app (filled in by its owner)."""
+"""``eveflow etl run``: pull a source, validate, upsert; progress on a terminal, a summary at the end."""
 
-from eveflow_etl.cli.app import app, dev_app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from eveflow_etl.cli.app import app
+from eveflow_etl.errors import ConfigError
+
+etl_app = typer.Typer(no_args_is_help=True, help="Run the ETL engine.")
+app.add_typer(etl_app, name="etl")
+
+
+def _ints(text: Optional[str], option: str) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ConfigError(f"{option} takes comma-separated integers, got {text!r}") from None
+
+
+@etl_app.command("run")
+def run(
+    source: str = typer.Option(..., "--source", help="esi-history | esi-orders | mokaam | everef"),
+    regions: str = typer.Option(..., "--regions", help="Comma-separated region ids, e.g. 10000002,10000043"),
+    types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids (default: all)."),
+    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN/URI (default: local embedded server)."),
+    profile: Optional[str] = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake"),
+    schema: str = typer.Option("eve", "--schema"),
+    table: Optional[str] = typer.Option(None, "--table", help="Default: market_history / market_orders / market_aggregates."),
+    pipeline_name: str = typer.Option("cli", "--pipeline-name"),
+    esi_base_url: Optional[str] = typer.Option(None, "--esi-base-url"),
+    mokaam_base_url: Optional[str] = typer.Option(None, "--mokaam-base-url"),
+    everef_base_url: Optional[str] = typer.Option(None, "--everef-base-url"),
+    day: Optional[str] = typer.Option(None, "--day", help="EVE Ref: the day to load (YYYY-MM-DD)."),
+) -> None:
+    """Load SOURCE for REGIONS into SCHEMA.TABLE."""
+    import datetime as dt
+
+    from eveflow_etl.datasets import SourceKind
+    from eveflow_etl.destinations import resolve_dsn
+    from eveflow_etl.load.ddl import Target
+    from eveflow_etl.run import run_etl
+    from eveflow_etl.settings import EtlSettings
+
+    try:
+        kind = SourceKind(source)
+    except ValueError:
+        raise ConfigError(f"--source must be one of {', '.join(k.value for k in SourceKind)}, got {source!r}") from None
+    region_ids = _ints(regions, "--regions")
+    if not region_ids:
+        raise ConfigError("--regions needs at least one region id, e.g. 10000002")
+    type_ids = _ints(types, "--types") or None
+    Target(schema, table or kind.default_table)  # refuse bad names before starting anything
+    overrides = {k: v for k, v in (("esi_base_url", esi_base_url), ("mokaam_base_url", mokaam_base_url),
+                                   ("everef_base_url", everef_base_url)) if v}
+    try:
+        settings = EtlSettings(**overrides)
+    except Exception as exc:  # pydantic ValidationError → one line
+        raise ConfigError(f"invalid option: {str(exc).splitlines()[-1].strip()}") from None
+    day_value = None
+    if day:
+        try:
+            day_value = dt.date.fromisoformat(day)
+        except ValueError:
+            raise ConfigError(f"--day must be YYYY-MM-DD, got {day!r}") from None
+    conninfo = resolve_dsn(profile, dsn, settings)
+
+    with _progress(sys.stderr.isatty()) as progress:
+        report = run_etl(kind, region_ids, type_ids, conninfo, schema=schema, table=table,
+                         pipeline_name=pipeline_name, settings=settings, progress=progress, day=day_value)
+    _summary(report)
+
+
+class _progress:
+    """A rich progress line per run on a terminal; nothing otherwise (logs stay clean)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self._bar = None
+
+    def __enter__(self):
+        if not self.enabled:
+            return None
+        from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), transient=True)
+        self._bar.start()
+        task = self._bar.add_task("loading…", total=None)
+        totals = {"rows": 0, "batches": 0}
+
+        def update(region: int, counts) -> None:
+            totals["rows"] += counts.fetched
+            totals["batches"] += 1
+            self._bar.update(task, description=f"region {region}: {totals['rows']:,} rows, {totals['batches']} batches")
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+def _summary(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{report.source} → {report.target}  run {report.run_id}  {report.status} in {report.seconds:.1f}s")
+    columns = ("fetched", "inserted", "updated", "unchanged", "quarantined", "closed")
+    table.add_column("region", justify="right")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for region, counts in sorted(report.regions.items()):
+        table.add_row(str(region), *(f"{getattr(counts, n):,}" for n in columns))
+    table.add_row("total", *(f"{getattr(report.totals, n):,}" for n in columns), style="bold")
+    Console(width=120).print(table)
