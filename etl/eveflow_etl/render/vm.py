@@ -207,30 +207,36 @@ def build_prefect_yaml(pipeline: EvePipeline) -> dict:
 
 
 def build_env_example(pipeline: EvePipeline) -> str:
-    """Every variable a worker may read, without values. No inline comments: systemd's
-    EnvironmentFile would take them as part of the value."""
-    used = [c.env for c in inputs.database_variables(pipeline)]
+    """Every variable a worker may read, without values. What this pipeline reads is active;
+    the rest is commented out, because an empty PGSSLMODE= or PREFECT_API_KEY= is not the same
+    as an unset one. No inline comments: systemd's EnvironmentFile would keep them in the value."""
     credential = inputs.prefect_credential(pipeline)
     url = inputs.prefect_api_url(pipeline)
-    prefect_used = ["PREFECT_API_URL", *([credential] if credential else [])]
+    used = {"PREFECT_API_URL", *([credential] if credential else [])}
+    used |= {c.env for c in inputs.database_variables(pipeline)}
+
+    def entry(variable: str) -> str:
+        return f"{variable}=" if variable in used else f"# {variable}="
+
     lines = [
         f"# Environment of the eveflow workers of pipeline '{pipeline.name}'. Copy to .env (compose)",
         f"# or {ENV_FILE} (systemd), fill in, chmod 600. Never commit the filled-in file.",
+        "# Lines without '#' are what this pipeline reads; the others are for other modes/profiles.",
         "",
-        f"# Prefect (mode: {pipeline.spec.prefect.mode}); this pipeline reads: {', '.join(prefect_used)}",
-        "# PREFECT_API_URL: " + (url if url else "e.g. http://prefect-server:4200/api with --profile single-box"),
+        f"# Prefect (mode: {pipeline.spec.prefect.mode}). PREFECT_API_URL: "
+        + (url if url else "e.g. http://prefect-server:4200/api with --profile single-box"),
         "# PREFECT_API_KEY: Prefect Cloud; PREFECT_API_AUTH_STRING: user:password of a server with basic auth",
-        *(f"{v}=" for v in inputs.PREFECT_VARIABLES),
+        *(entry(v) for v in inputs.PREFECT_VARIABLES),
         "",
-        "# Database, profiles env and crunchy (crunchy requires TLS: PGSSLMODE=require is set for you)",
-        f"# Profile {pipeline.spec.destination.profile}: this pipeline reads {', '.join(used)}",
-        *(f"{v}=" for v in inputs.PG_VARIABLES),
+        f"# Database, profiles env and crunchy (this pipeline: {pipeline.spec.destination.profile}).",
+        "# PGPORT defaults to 5432; crunchy requires TLS and PGSSLMODE=require is set for you.",
+        *(entry(v) for v in inputs.PG_VARIABLES),
         "",
         "# Database, profile snowflake (Snowflake Postgres)",
-        *(f"{v}=" for v in inputs.SNOWFLAKE_PG_VARIABLES),
+        *(entry(v) for v in inputs.SNOWFLAKE_PG_VARIABLES),
         "",
         "# docker compose only: the worker image (default " + (pipeline.spec.worker.image or inputs.DEFAULT_IMAGE) + ")",
-        "EVEFLOW_IMAGE=",
+        "# EVEFLOW_IMAGE=",
     ]
     return "\n".join(lines) + "\n"
 
@@ -250,6 +256,9 @@ pool `{pools.deployments}`; `docker compose up` starts its worker.
 | `prefect.yaml` | the deployments, for `prefect deploy --all` (same as `eveflow apply`) |
 | `pipeline.yaml` | the pipeline with the work pool above, for `eveflow apply` |
 | `.env.example` | every variable the workers read, without values |
+| `single-box/initdb/` | creates the Prefect server's database in the single-box Postgres |
+
+The docker worker's image needs `prefect-docker`; flow-run containers use the pool's image.
 
 ## With Docker
 1. `cp .env.example .env && chmod 600 .env`, fill it in (never commit it).
