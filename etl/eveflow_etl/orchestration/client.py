@@ -1,0 +1,139 @@
+"""The one HTTP client the sync library uses: auth headers, write counting, error mapping.
+
+Plain httpx rather than Prefect's ``PrefectClient`` so that exactly what is sent is under our
+control (no implicit upserts, no global settings) and every POST/PATCH/DELETE is counted.
+Errors are mapped here and only here:
+
+- connection refused / reset / timeout, 5xx → :class:`PrefectUnavailable` (retry later);
+- 401 / 403 → :class:`PrefectAuthError` ("Prefect refused the API key for <url>");
+- any other 4xx → :class:`PrefectRejected` with Prefect's ``detail``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any
+
+import httpx
+
+from eveflow_etl.orchestration.types import (
+    PrefectAuthError,
+    PrefectConnection,
+    PrefectRejected,
+    PrefectUnavailable,
+)
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+
+
+def auth_headers(conn: PrefectConnection) -> dict[str, str]:
+    """``Authorization`` for Cloud (bearer key) or a server with basic auth; empty otherwise."""
+    if conn.api_key:
+        return {"Authorization": f"Bearer {conn.api_key}"}
+    if conn.auth_string:
+        return {"Authorization": "Basic " + base64.b64encode(conn.auth_string.encode()).decode()}
+    return {}
+
+
+class PrefectApi:
+    """An async client of one Prefect API (server ``…/api`` or a Cloud workspace URL).
+
+    ``writes`` counts POST/PATCH/PUT/DELETE calls made, except the read-only ``…/filter`` /
+    ``…/count`` POSTs, which go through :meth:`query`.
+    """
+
+    def __init__(self, conn: PrefectConnection, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.conn = conn
+        self.writes = 0
+        self._http = httpx.AsyncClient(
+            base_url=conn.api_url.rstrip("/") + "/",
+            headers={**auth_headers(conn), "Accept": "application/json"},
+            timeout=timeout,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> PrefectApi:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- verbs --------------------------------------------------------------------------------
+    async def get(self, path: str, *, missing_ok: bool = False) -> Any:
+        """GET; ``None`` for a 404 when ``missing_ok``."""
+        return await self._request("GET", path, missing_ok=missing_ok)
+
+    async def query(self, path: str, body: dict[str, Any] | None = None) -> Any:
+        """A read-only POST (``…/filter``, ``…/count``): not counted as a write."""
+        return await self._request("POST", path, json_body=body or {})
+
+    async def write(self, method: str, path: str, body: dict[str, Any] | None = None, *,
+                    missing_ok: bool = False) -> Any:
+        """POST/PATCH/DELETE, counted in :attr:`writes` (also when it fails)."""
+        self.writes += 1
+        return await self._request(method, path, json_body=body, missing_ok=missing_ok)
+
+    # -- the one place errors are mapped -------------------------------------------------------
+    async def _request(self, method: str, path: str, *, json_body: Any = None,
+                       missing_ok: bool = False) -> Any:
+        where = self.conn.api_url
+        try:
+            response = await self._http.request(
+                method, path.lstrip("/"), content=None if json_body is None else json.dumps(json_body),
+                headers={"Content-Type": "application/json"} if json_body is not None else None,
+            )
+        except httpx.TimeoutException:
+            raise PrefectUnavailable(f"Prefect API at {where} did not answer in time ({method} {path})") from None
+        except httpx.HTTPError as exc:
+            raise PrefectUnavailable(
+                f"Prefect API at {where} is unreachable ({type(exc).__name__}: {exc or 'no answer'}); "
+                "check the URL and that the server is running"
+            ) from None
+        status = response.status_code
+        if status == 404 and missing_ok:
+            return None
+        if status in (401, 403):
+            what = "the API key" if self.conn.api_key else "the auth string" if self.conn.auth_string else "the request (no credentials given)"
+            hint = (
+                "check PREFECT_API_KEY / spec.prefect.apiKeySecretRef" if self.conn.api_key
+                else "check PREFECT_API_AUTH_STRING / spec.prefect.authStringSecretRef"
+            )
+            raise PrefectAuthError(f"Prefect refused {what} for {where} (HTTP {status}); {hint}")
+        if status >= 500:
+            raise PrefectUnavailable(f"Prefect API at {where} failed with HTTP {status} on {method} {path}: {_detail(response)}")
+        if 300 <= status < 400:  # a wrong path; Prefect's routes do not redirect
+            raise PrefectRejected(f"Prefect answered {method} {path} with a redirect (HTTP {status}) to "
+                                  f"{response.headers.get('location')}: is {where} the API URL?")
+        if status >= 400:
+            raise PrefectRejected(f"Prefect rejected {method} {path} (HTTP {status}): {_detail(response)}")
+        if status == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            raise PrefectUnavailable(f"Prefect API at {where} answered {method} {path} with something that is not JSON "
+                                     "(is the URL a Prefect API? a server's ends in /api)") from None
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:300].replace("\n", " ")
+    if isinstance(body, dict):
+        detail = body.get("detail") or body.get("exception_detail") or body.get("exception_message") or body
+        if isinstance(detail, list):  # FastAPI validation errors
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" if isinstance(item, dict) else str(item)
+                for item in detail
+            )[:1000]
+        return str(detail)[:1000]
+    return str(body)[:300]

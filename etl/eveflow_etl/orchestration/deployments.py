@@ -1,0 +1,174 @@
+"""The pipeline's deployments: desired state (pure builders) and read-compare-write against Prefect.
+
+Each pipeline has ``<name>`` (flow ``eve-market-etl``) and, unless disabled, ``<name>-maintenance``
+(flow ``eve-maintenance``). Both carry the tags ``eveflow`` and
+``eveflow.dev/pipeline:<namespace>.<name>``; only deployments with that tag are ever deleted.
+A deployment is created with its schedules (no runs exist yet); afterwards only the fields that
+differ are PATCHed, never ``schedules`` (see :mod:`.schedules`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from eveflow_etl.orchestration.client import PrefectApi
+from eveflow_etl.orchestration.schedules import cron_schedule, ensure_schedules
+from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME, EvePipeline
+
+MANAGED_TAG = "eveflow"
+ETL_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_market_etl"
+MAINTENANCE_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_maintenance"
+MAINTENANCE_SLUG = "maintenance"
+
+# Fields compared between desired and observed, and PATCHed when they differ.
+_COMPARED = ("entrypoint", "parameters", "parameter_openapi_schema", "work_pool_name", "work_queue_name",
+             "tags", "description", "paused", "enforce_parameter_schema", "job_variables", "path", "pull_steps")
+
+
+def pipeline_tag(pipeline: EvePipeline, namespace: str) -> str:
+    return f"eveflow.dev/pipeline:{namespace}.{pipeline.name}"
+
+
+@lru_cache(maxsize=4)
+def flow_parameter_schema(entrypoint: str) -> dict[str, Any]:
+    """The OpenAPI schema of the flow's parameters, computed from the function itself."""
+    from prefect.utilities.importtools import import_object
+
+    return import_object(entrypoint).parameters.model_dump_for_openapi()
+
+
+@dataclass
+class DesiredDeployment:
+    name: str
+    flow_name: str
+    body: dict[str, Any]  # the fields of _COMPARED
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+
+
+def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDeployment]:
+    """The deployments a pipeline wants, as API bodies (no I/O except the flows' schema)."""
+    spec = pipeline.spec
+    tags = [MANAGED_TAG, pipeline_tag(pipeline, namespace)]
+    table = spec.destination.table or spec.source.kind.default_table
+    common = {
+        "work_pool_name": spec.work_pool.name,
+        "work_queue_name": spec.work_pool.queues[0].name,
+        "tags": tags,
+        "paused": spec.suspend,
+        "enforce_parameter_schema": True,
+        "job_variables": {},
+        "path": None,
+        "pull_steps": None,
+        "description": f"Managed by eveflow from EvePipeline {namespace}/{pipeline.name}: "
+                       "change the pipeline, not this deployment.",
+    }
+    etl_parameters = {
+        "regions": list(spec.source.regions),
+        "source": spec.source.kind.value,
+        "types": list(spec.source.types) if spec.source.types is not None else None,
+        "destination": spec.destination.profile,
+        "db_schema": spec.destination.db_schema,
+        "table": table,
+        "pipeline_name": pipeline.name,
+        "fan_out": spec.source.fan_out,
+        "retries": spec.retries,
+        "retry_delay_seconds": spec.retry_delay_seconds,
+        "timeout_seconds": spec.timeout_seconds,
+    }
+    result = [
+        DesiredDeployment(
+            name=pipeline.etl_deployment_name,
+            flow_name=ETL_FLOW_NAME,
+            body={**common, "entrypoint": ETL_ENTRYPOINT, "parameters": etl_parameters,
+                  "parameter_openapi_schema": flow_parameter_schema(ETL_ENTRYPOINT)},
+            schedules=[cron_schedule(s.slug, s.cron, s.timezone, s.parameters, s.active) for s in spec.schedules],
+        )
+    ]
+    if spec.maintenance.enabled:
+        result.append(
+            DesiredDeployment(
+                name=pipeline.maintenance_deployment_name,
+                flow_name=MAINTENANCE_FLOW_NAME,
+                body={**common, "entrypoint": MAINTENANCE_ENTRYPOINT,
+                      "parameters": {"destination": spec.destination.profile, "db_schema": spec.destination.db_schema,
+                                     "table": table, "source": spec.source.kind.value,
+                                     "retention_days": spec.maintenance.retention_days,
+                                     "pipeline_name": pipeline.name},
+                      "parameter_openapi_schema": flow_parameter_schema(MAINTENANCE_ENTRYPOINT)},
+                schedules=[cron_schedule(MAINTENANCE_SLUG, spec.maintenance.cron, "UTC")],
+            )
+        )
+    return result
+
+
+def deployment_differences(desired: dict[str, Any], observed: dict[str, Any]) -> dict[str, Any]:
+    """The fields a PATCH must send (empty when in sync). Tags compare as sets."""
+    patch = {}
+    for key in _COMPARED:
+        want, have = desired.get(key), observed.get(key)
+        if key == "tags":
+            same = sorted(want or []) == sorted(have or [])
+        elif key in ("job_variables", "parameters"):
+            same = (want or {}) == (have or {})
+        else:
+            same = want == have
+        if not same:
+            patch[key] = want
+    return patch
+
+
+async def read_deployment(api: PrefectApi, flow_name: str, name: str) -> dict[str, Any] | None:
+    return await api.get(f"/deployments/name/{flow_name}/{name}", missing_ok=True)
+
+
+async def ensure_flow(api: PrefectApi, flow_name: str, actions: list[str]) -> str:
+    """The flow's id; created only when missing (``POST /flows/`` is an upsert, but a write)."""
+    existing = await api.get(f"/flows/name/{flow_name}", missing_ok=True)
+    if existing is not None:
+        return existing["id"]
+    created = await api.write("POST", "/flows/", {"name": flow_name})
+    actions.append(f"created flow {flow_name}")
+    return created["id"]
+
+
+async def ensure_deployment(api: PrefectApi, desired: DesiredDeployment,
+                            actions: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Create or update one deployment and its schedules. Returns (deployment, slug → schedule id)."""
+    observed = await read_deployment(api, desired.flow_name, desired.name)
+    if observed is None:
+        flow_id = await ensure_flow(api, desired.flow_name, actions)
+        # Created with its schedules in one call: there are no runs yet to lose.
+        created = await api.write("POST", "/deployments/", {
+            "name": desired.name, "flow_id": flow_id, **desired.body, "schedules": desired.schedules,
+        })
+        actions.append(f"created deployment {desired.flow_name}/{desired.name} ({created['id']})")
+        ids = {s["slug"]: s["id"] for s in created.get("schedules") or [] if s.get("slug")}
+        missing = [s for s in desired.schedules if s["slug"] not in ids]
+        if missing:  # an older server that ignored schedules on create
+            ids = await ensure_schedules(api, created, desired.schedules, actions)
+        return created, ids
+    patch = deployment_differences(desired.body, observed)
+    if patch:
+        await api.write("PATCH", f"/deployments/{observed['id']}", patch)
+        what = ", ".join(sorted(patch))
+        if set(patch) == {"paused"}:
+            actions.append(f"{'paused' if patch['paused'] else 'resumed'} deployment {desired.name}")
+        else:
+            actions.append(f"updated deployment {desired.flow_name}/{desired.name} ({what})")
+        observed = {**observed, **patch}
+    ids = await ensure_schedules(api, observed, desired.schedules, actions)
+    return observed, ids
+
+
+async def find_pipeline_deployments(api: PrefectApi, pipeline: EvePipeline, namespace: str) -> list[dict[str, Any]]:
+    """Deployments tagged as this pipeline's (whatever their names are now)."""
+    return await api.query("/deployments/filter", {
+        "deployments": {"tags": {"all_": [MANAGED_TAG, pipeline_tag(pipeline, namespace)]}},
+        "limit": 50,
+    })
+
+
+async def count_pool_deployments(api: PrefectApi, pool_name: str) -> int:
+    return int(await api.query("/deployments/count", {"work_pools": {"name": {"any_": [pool_name]}}}))

@@ -1,0 +1,80 @@
+"""Housekeeping behind the ``eve-maintenance`` flow: prune, ANALYZE, trim the ESI cache.
+
+Plain functions (no Prefect) so they can be tested directly against a database and a directory.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from psycopg import sql
+
+from eveflow_etl.datasets import SourceKind
+
+
+def prune_and_analyze(dsn: str, schema: str, table: str, retention_days: int) -> dict[str, int]:
+    """Delete quarantine and ledger rows older than ``retention_days`` and ANALYZE the tables.
+
+    Tables that do not exist yet (no run has created them) are skipped.
+    """
+    import psycopg
+
+    from eveflow_etl.load.ddl import LEDGER_TABLE, QUARANTINE_SUFFIX
+
+    quarantine = table + QUARANTINE_SUFFIX
+    result = {"quarantine_pruned": 0, "ledger_pruned": 0, "analyzed": 0}
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        existing = {
+            row[0] for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s", (schema,)
+            )
+        }
+        interval = f"{int(retention_days)} days"
+        if quarantine in existing:
+            cur = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE quarantined_at < now() - %s::interval").format(
+                    sql.Identifier(schema, quarantine)), (interval,))
+            result["quarantine_pruned"] = cur.rowcount
+        if LEDGER_TABLE in existing:
+            cur = conn.execute(
+                sql.SQL("DELETE FROM {} WHERE coalesce(finished_at, started_at) < now() - %s::interval "
+                        "AND target_table = %s").format(sql.Identifier(schema, LEDGER_TABLE)),
+                (interval, f"{schema}.{table}"),
+            )
+            result["ledger_pruned"] = cur.rowcount
+        for name in (table, quarantine, LEDGER_TABLE):
+            if name in existing:
+                conn.execute(sql.SQL("ANALYZE {}").format(sql.Identifier(schema, name)))
+                result["analyzed"] += 1
+    return result
+
+
+def trim_cache(cache_dir: Path, max_age_days: int) -> int:
+    """Remove cache files not modified for ``max_age_days``, then empty directories; returns files removed."""
+    if not cache_dir.is_dir():
+        return 0
+    cutoff = time.time() - max_age_days * 86_400
+    removed = 0
+    for path in sorted(cache_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+        try:
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+        except OSError:
+            continue  # another run may be writing the cache at the same time
+    return removed
+
+
+def run_maintenance(*, destination: str, schema: str, table: str | None, source: str, retention_days: int,
+                    cache_max_age_days: int, pipeline_name: str) -> dict[str, int]:
+    from eveflow_etl.destinations import resolve_dsn
+    from eveflow_etl.settings import load_settings
+
+    settings = load_settings()
+    table = table or SourceKind(source).default_table
+    result = prune_and_analyze(resolve_dsn(destination), schema, table, retention_days)
+    result["cache_files_removed"] = trim_cache(settings.cache_dir, cache_max_age_days)
+    return result

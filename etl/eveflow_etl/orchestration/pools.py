@@ -1,0 +1,145 @@
+"""Work pools and their queues: desired state from the spec, and read-compare-write against Prefect.
+
+A pool eveflow creates is marked in its description (:data:`MANAGED_MARKER`); only such a pool is
+ever deleted, and only when no deployment uses it. A pool that already exists with the same name
+and type is adopted (its queues and limit are brought to the spec; its job template only when the
+spec customises it or eveflow created the pool).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from importlib import resources
+from typing import Any
+
+from eveflow_etl.orchestration.client import PrefectApi
+from eveflow_etl.orchestration.types import PrefectRejected
+from eveflow_etl.spec import EvePipeline, WorkQueueSpec
+
+MANAGED_MARKER = "Managed by eveflow"
+
+
+def default_base_job_template(pool_type: str) -> dict[str, Any]:
+    """The type's default template: from the installed worker class, else Prefect's bundled list.
+
+    (A raw ``POST /work_pools/`` without it stores an empty template.)
+    """
+    from prefect.workers.base import BaseWorker
+
+    worker_class = BaseWorker.get_worker_class_from_type(pool_type)
+    if worker_class is not None:
+        return copy.deepcopy(worker_class.get_default_base_job_template())
+    bundled = resources.files("prefect.server.api.collections_data.views").joinpath("aggregate-worker-metadata.json")
+    for collection in json.loads(bundled.read_text()).values():
+        for worker_type, meta in collection.items():
+            if worker_type == pool_type:
+                return copy.deepcopy(meta["default_base_job_configuration"])
+    raise PrefectRejected(f"spec.workPool.type '{pool_type}': Prefect knows no default job template for it")
+
+
+def build_base_job_template(pipeline: EvePipeline, namespace: str) -> dict[str, Any]:
+    """The type's default template with ``spec.workPool.jobVariables`` (and kubernetes settings)
+    set as the variables' defaults. Pure apart from reading the installed default."""
+    pool = pipeline.spec.work_pool
+    template = default_base_job_template(pool.type)
+    properties = template.setdefault("variables", {}).setdefault("properties", {})
+    overrides = dict(pool.job_variables)
+    if pool.type == "kubernetes":
+        k8s = pool.kubernetes
+        overrides.setdefault("namespace", (k8s.namespace if k8s and k8s.namespace else namespace))
+        if k8s is None or k8s.finished_job_ttl_seconds is not None:
+            overrides.setdefault("finished_job_ttl", k8s.finished_job_ttl_seconds if k8s else 3600)
+        if k8s is not None:
+            overrides.setdefault("image_pull_policy", k8s.image_pull_policy)
+    unknown = sorted(k for k in overrides if k not in properties)
+    if unknown:
+        raise PrefectRejected(
+            f"spec.workPool.jobVariables: {', '.join(unknown)} not variables of the {pool.type} pool's job "
+            f"template; known: {', '.join(sorted(properties))}"
+        )
+    for key, value in overrides.items():
+        properties[key] = {**properties[key], "default": value}
+    return template
+
+
+def pool_description(pipeline: EvePipeline, namespace: str) -> str:
+    return f"{MANAGED_MARKER} (created for pipeline {namespace}.{pipeline.name}); deleted with its last pipeline."
+
+
+def is_managed(pool: dict[str, Any]) -> bool:
+    return MANAGED_MARKER in (pool.get("description") or "")
+
+
+async def read_pool(api: PrefectApi, name: str) -> dict[str, Any] | None:
+    return await api.get(f"/work_pools/{name}", missing_ok=True)
+
+
+async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, actions: list[str]) -> dict[str, Any]:
+    """Create or adopt the pool, then bring its template and limit to the spec. Returns the pool."""
+    spec = pipeline.spec.work_pool
+    template = build_base_job_template(pipeline, namespace)
+    observed = await read_pool(api, spec.name)
+    if observed is None:
+        body: dict[str, Any] = {
+            "name": spec.name,
+            "type": spec.type,
+            "description": pool_description(pipeline, namespace),
+            "base_job_template": template,
+        }
+        if spec.concurrency_limit is not None:
+            body["concurrency_limit"] = spec.concurrency_limit
+        created = await api.write("POST", "/work_pools/", body)
+        actions.append(f"created work pool {spec.name} ({spec.type})")
+        return created
+    if observed.get("type") != spec.type:
+        raise PrefectRejected(
+            f"work pool '{spec.name}' already exists with type '{observed.get('type')}', but "
+            f"spec.workPool.type is '{spec.type}': set spec.workPool.type to '{observed.get('type')}' "
+            "or choose another spec.workPool.name"
+        )
+    update: dict[str, Any] = {}
+    manage_template = is_managed(observed) or bool(spec.job_variables) or spec.type == "kubernetes"
+    if manage_template and observed.get("base_job_template") != template:
+        update["base_job_template"] = template
+    if spec.concurrency_limit is not None and observed.get("concurrency_limit") != spec.concurrency_limit:
+        update["concurrency_limit"] = spec.concurrency_limit
+    if update:
+        await api.write("PATCH", f"/work_pools/{spec.name}", update)
+        actions.append(f"updated work pool {spec.name} ({', '.join(sorted(update))})")
+        observed = {**observed, **update}
+    return observed
+
+
+def _priority_order(queues: list[WorkQueueSpec]) -> list[str]:
+    return [q.name for q in sorted(queues, key=lambda q: (q.priority, queues.index(q)))]
+
+
+async def ensure_queues(api: PrefectApi, pipeline: EvePipeline, actions: list[str]) -> dict[str, str]:
+    """Create missing queues, fix limits and the priority order. Queues not in the spec are left
+    alone (other pipelines may share the pool). Returns queue name → id."""
+    pool = pipeline.spec.work_pool
+    observed = {q["name"]: q for q in await api.query(f"/work_pools/{pool.name}/queues/filter", {})}
+    for queue in pool.queues:
+        if queue.name in observed:
+            current = observed[queue.name]
+            if current.get("concurrency_limit") != queue.concurrency_limit:
+                await api.write("PATCH", f"/work_pools/{pool.name}/queues/{queue.name}",
+                                {"concurrency_limit": queue.concurrency_limit})
+                actions.append(f"updated work queue {pool.name}/{queue.name} (concurrency_limit)")
+            continue
+        body = {"name": queue.name, "priority": queue.priority, "description": MANAGED_MARKER}
+        if queue.concurrency_limit is not None:
+            body["concurrency_limit"] = queue.concurrency_limit
+        observed[queue.name] = await api.write("POST", f"/work_pools/{pool.name}/queues", body)
+        actions.append(f"created work queue {pool.name}/{queue.name} (priority {queue.priority})")
+    # Prefect keeps priorities unique and sequential, shifting others on collisions; so what is
+    # compared is the order of the spec's queues, not the numbers.
+    desired_order = _priority_order(pool.queues)
+    observed_order = sorted(desired_order, key=lambda n: observed[n]["priority"])
+    if observed_order != desired_order:
+        for queue in sorted(pool.queues, key=lambda q: q.priority):
+            if observed[queue.name]["priority"] != queue.priority:
+                await api.write("PATCH", f"/work_pools/{pool.name}/queues/{queue.name}", {"priority": queue.priority})
+                actions.append(f"updated work queue {pool.name}/{queue.name} (priority {queue.priority})")
+    return {name: q["id"] for name, q in observed.items() if name in desired_order}
