@@ -1,0 +1,70 @@
+"""Apply children idempotently: read, compare, and server-side apply only what differs.
+
+A resync of an unchanged pipeline therefore makes only GETs. Every child is owned by the
+EvePipeline (``kopf.adopt``: ownerReference, namespace), so Kubernetes garbage-collects it
+with the CR.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import kopf
+
+from eveflow_operator.kube import KubeApi, object_path
+
+
+@dataclass
+class ApplyResult:
+    applied: list[str] = field(default_factory=list)  # "Deployment/x" written this pass
+    deleted: list[str] = field(default_factory=list)
+    objects: dict[str, dict[str, Any]] = field(default_factory=dict)  # kind -> live object
+
+
+def contains(live: Any, desired: Any) -> bool:
+    """True when every field of ``desired`` is present and equal in ``live`` (server defaults ignored)."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(contains(live.get(k), v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return (isinstance(live, list) and len(live) == len(desired)
+                and all(contains(a, b) for a, b in zip(live, desired)))
+    return live == desired
+
+
+def owned(obj: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+    """``obj`` with the CR's ownerReference (when in the same namespace: owners cannot cross them)."""
+    obj = copy.deepcopy(obj)
+    if obj["metadata"].get("namespace") == owner["metadata"].get("namespace"):
+        labels = copy.deepcopy(obj["metadata"].get("labels"))
+        kopf.adopt(obj, owner=owner)  # type: ignore[arg-type]
+        # Keep our labels only: the CR's own labels are not the child's (kopf copies them).
+        if labels is None:
+            obj["metadata"].pop("labels", None)
+        else:
+            obj["metadata"]["labels"] = labels
+    return obj
+
+
+async def apply_children(api: KubeApi, children: list[dict[str, Any]], owner: Mapping[str, Any],
+                         field_manager: str) -> ApplyResult:
+    result = ApplyResult()
+    for child in children:
+        desired = owned(child, owner)
+        meta = desired["metadata"]
+        live = await api.get(object_path(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]))
+        if live is None or not contains(live, desired):
+            live = await api.apply(desired, field_manager)
+            result.applied.append(f"{desired['kind']}/{meta['name']}")
+        result.objects[desired["kind"]] = live
+    return result
+
+
+async def delete_stale(api: KubeApi, stale: list[tuple[str, str, str, str]]) -> list[str]:
+    """Delete children the spec no longer wants (e.g. the Role after leaving a kubernetes pool)."""
+    deleted = []
+    for api_version, kind, namespace, name in stale:
+        if await api.delete(object_path(api_version, kind, namespace, name)):
+            deleted.append(f"{kind}/{name}")
+    return deleted

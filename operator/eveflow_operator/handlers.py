@@ -1,0 +1,134 @@
+"""kopf handlers: register, delegate to the Reconciler, map outcomes to status/Events/errors.
+
+Nothing is registered at import: :func:`register` is called with settings already loaded
+(``eveflow_operator.main`` for ``kopf run -m``), so decorator arguments such as the resync
+period come from the environment the operator was started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any, Mapping
+
+import kopf
+
+from eveflow_etl.spec import API_GROUP, API_VERSION, PLURAL
+
+from eveflow_operator import metrics
+from eveflow_operator import status as st
+from eveflow_operator.kube import KubeApi, KubeConflict, KubeError
+from eveflow_operator.reconcile import PERMANENT, PassResult, Reconciler, backoff
+from eveflow_operator.settings import OperatorSettings
+
+RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+FINALIZER = f"{API_GROUP}/finalizer"
+
+
+class _Runtime:
+    reconciler: Reconciler | None = None
+
+
+def _post(body: Mapping[str, Any], result: Any) -> None:
+    for event in result.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
+
+
+def _finish(body: Mapping[str, Any], patch: kopf.Patch, result: PassResult, tracker: metrics.PassTracker,
+            settings: OperatorSettings, retry: int, *, raise_errors: bool) -> None:
+    """Write the status once (only what changed), post Events, and tell kopf what to do next."""
+    changes = st.status_patch(body.get("status"), result.status)
+    if changes:
+        patch.setdefault("status", {}).update(changes)
+    _post(body, result)
+    metrics.PREFECT_WRITES.inc(result.prefect_writes)
+    if result.problem is None:
+        if result.worker_pending and raise_errors:
+            raise kopf.TemporaryError("waiting for the worker Deployment to become available",
+                                      delay=min(1.0 + retry, 15.0))
+        return
+    tracker.problem(result.problem.reason)
+    if not raise_errors:
+        return
+    if result.permanent:
+        raise kopf.PermanentError(f"{result.problem.reason}: {result.problem.message}")
+    delay = backoff(settings, retry)
+    if result.problem.reason in (st.SECRET_NOT_FOUND, st.PREFECT_AUTH_FAILED):
+        delay = max(delay, 30.0)  # the user has to act; do not hammer the API meanwhile
+    raise kopf.TemporaryError(f"{result.problem.reason}: {result.problem.message}", delay=delay)
+
+
+def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None = None) -> None:
+    """Register every handler of the operator on ``registry`` (kopf's default one if None)."""
+    registry = registry or kopf.get_default_registry()  # type: ignore[attr-defined]
+    runtime = _Runtime()
+
+    @kopf.on.startup(registry=registry)
+    async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+        settings.persistence.finalizer = FINALIZER
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix=API_GROUP, key="last-handled-configuration")
+        settings.posting.level = logging.WARNING  # our own Events say what happened
+        settings.watching.server_timeout = 300
+        settings.networking.request_timeout = 60
+        runtime.reconciler = Reconciler(operator_settings, KubeApi.from_environment())
+        metrics.serve(operator_settings.metrics_port)
+        logger.info("eveflow operator: Prefect %s, resync %ss (+%ss jitter), namespaces %s",
+                    operator_settings.prefect_api_url, operator_settings.resync_seconds,
+                    operator_settings.resync_jitter_seconds, operator_settings.namespaces or "all")
+
+    operator_settings = settings
+
+    @kopf.on.cleanup(registry=registry)
+    async def cleanup(**_: Any) -> None:
+        if runtime.reconciler is not None:
+            await runtime.reconciler.kube.close()
+
+    async def reconcile(trigger: str, body: Mapping[str, Any], patch: kopf.Patch, retry: int,
+                        raise_errors: bool = True) -> None:
+        assert runtime.reconciler is not None
+        with metrics.track(trigger) as tracker:
+            try:
+                result = await runtime.reconciler.reconcile(body)
+            except KubeConflict as exc:
+                raise kopf.TemporaryError(f"conflict, retrying: {exc}", delay=1.0) from None
+            except KubeError as exc:
+                raise kopf.TemporaryError(str(exc), delay=backoff(operator_settings, retry)) from None
+            _finish(body, patch, result, tracker, operator_settings, retry, raise_errors=raise_errors)
+
+    @kopf.on.resume(*RESOURCE, registry=registry)
+    async def on_resume(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
+        await reconcile("resume", body, patch, retry)
+
+    @kopf.on.create(*RESOURCE, registry=registry)
+    async def on_create(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
+        await reconcile("create", body, patch, retry)
+
+    @kopf.on.update(*RESOURCE, field="spec", registry=registry)
+    async def on_update(body: kopf.Body, patch: kopf.Patch, retry: int, **_: Any) -> None:
+        await reconcile("update", body, patch, retry)
+
+    def jitter(**_: Any) -> float:
+        return random.uniform(0, operator_settings.resync_jitter_seconds)
+
+    @kopf.timer(*RESOURCE, registry=registry, interval=settings.resync_seconds, idle=settings.resync_idle_seconds,
+                initial_delay=jitter, when=lambda body, **_: not body["metadata"].get("deletionTimestamp"))
+    async def resync(body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+        ready = st.get_condition(body.get("status"), st.READY) or {}
+        if ready.get("reason") in PERMANENT and ready.get("observedGeneration") == body["metadata"].get("generation"):
+            return  # already told the user what to fix; a spec change brings the next pass
+        await reconcile("resync", body, patch, 0, raise_errors=False)
+
+    @kopf.on.delete(*RESOURCE, registry=registry)
+    async def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:
+        assert runtime.reconciler is not None
+        with metrics.track("delete") as tracker:
+            result = await runtime.reconciler.finalize(body, retry)
+            _post(body, result)
+            if result.problem is not None:
+                tracker.problem(result.problem.reason)
+            if not result.release:
+                raise kopf.TemporaryError(
+                    f"{result.problem.reason if result.problem else 'retry'}: {result.problem.message if result.problem else ''}",
+                    delay=min(backoff(operator_settings, retry), 60.0))

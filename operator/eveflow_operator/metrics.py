@@ -1,0 +1,59 @@
+"""Prometheus metrics of the operator (served on EVEFLOW_OPERATOR_METRICS_PORT at /metrics)."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+RECONCILES = Counter(
+    "eveflow_operator_reconciles_total", "Reconcile passes by trigger and result.",
+    ["trigger", "result"], registry=REGISTRY,
+)
+ERRORS = Counter(
+    "eveflow_operator_reconcile_errors_total", "Passes that ended in a problem, by reason.",
+    ["trigger", "reason"], registry=REGISTRY,
+)
+DURATION = Histogram(
+    "eveflow_operator_reconcile_duration_seconds", "Duration of reconcile passes.", ["trigger"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60), registry=REGISTRY,
+)
+PREFECT_WRITES = Counter(
+    "eveflow_operator_prefect_writes_total", "Prefect API write calls made by syncs.", registry=REGISTRY,
+)
+
+
+class PassTracker:
+    def __init__(self, trigger: str) -> None:
+        self.trigger = trigger
+        self.result = "ok"
+
+    def problem(self, reason: str) -> None:
+        self.result = reason
+        ERRORS.labels(self.trigger, reason).inc()
+
+
+@contextmanager
+def track(trigger: str) -> Iterator[PassTracker]:
+    """Count and time one pass; exceptions count as result 'error' and propagate."""
+    tracker = PassTracker(trigger)
+    start = time.perf_counter()
+    try:
+        yield tracker
+    except BaseException as exc:
+        # kopf's own retry signals are outcomes we already labelled; anything else is an error.
+        if tracker.result == "ok" and type(exc).__name__ not in ("TemporaryError", "PermanentError"):
+            tracker.problem("Error")
+        raise
+    finally:
+        DURATION.labels(trigger).observe(time.perf_counter() - start)
+        RECONCILES.labels(trigger, tracker.result).inc()
+
+
+def serve(port: int) -> None:
+    if port:
+        start_http_server(port, registry=REGISTRY)

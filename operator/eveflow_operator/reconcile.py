@@ -1,0 +1,210 @@
+"""One reconcile pass and one finalizer pass, as plain coroutines (no kopf decorators here).
+
+A pass: parse the spec into the model -> read Secrets -> sync Prefect (the sync library writes
+nothing when in sync) -> apply children (GETs only when in sync) -> reduce the status. It
+returns what happened; ``handlers.py`` turns that into a status patch, Events, and kopf's
+Permanent/Temporary errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from eveflow_etl.errors import ConfigError
+from eveflow_etl.orchestration.types import PrefectAuthError, PrefectRejected, PrefectUnavailable, SyncResult
+from eveflow_etl.spec import KIND, EvePipeline, parse_pipeline
+
+from eveflow_operator import status as st
+from eveflow_operator.apply import apply_children, delete_stale
+from eveflow_operator.children import build_children
+from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
+from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
+from eveflow_operator.rbac import jobs_namespace, needs_role
+from eveflow_operator.settings import OperatorSettings
+from eveflow_operator.worker import worker_name, worker_replicas
+
+# Problems the user must fix in the spec: no retries (PermanentError); a new generation retries.
+PERMANENT = {st.INVALID_SPEC, st.PREFECT_REJECTED}
+
+
+@dataclass
+class EventSpec:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class PassResult:
+    status: dict[str, Any]
+    problem: st.Problem | None = None
+    events: list[EventSpec] = field(default_factory=list)
+    prefect_writes: int = 0
+    worker_pending: bool = False
+
+    @property
+    def permanent(self) -> bool:
+        return self.problem is not None and self.problem.reason in PERMANENT
+
+
+@dataclass
+class DeletePassResult:
+    release: bool  # False: retry later
+    events: list[EventSpec] = field(default_factory=list)
+    problem: st.Problem | None = None
+
+
+def pipeline_from_body(body: Mapping[str, Any]) -> EvePipeline:
+    meta = body.get("metadata") or {}
+    document = {
+        "apiVersion": body.get("apiVersion"),
+        "kind": body.get("kind", KIND),
+        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "spec": dict(body.get("spec") or {}),
+    }
+    return parse_pipeline(document, origin=f"{KIND} {meta.get('namespace')}/{meta.get('name')}")
+
+
+def _spec_message(error: ConfigError, name: str) -> str:
+    # parse_pipeline prefixes "<origin>: "; the condition is already on the object, keep the rest.
+    text = str(error)
+    prefix = f"{KIND} "
+    if text.startswith(prefix) and ": " in text:
+        text = text.split(": ", 1)[1]
+    return text
+
+
+class Reconciler:
+    """Holds the shared clients; one instance per operator process."""
+
+    def __init__(self, settings: OperatorSettings, kube: KubeApi) -> None:
+        self.settings = settings
+        self.kube = kube
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    def forget(self, uid: str) -> None:
+        self._locks.pop(uid, None)
+
+    async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get(object_path("v1", "Secret", namespace, name))
+
+    async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
+        meta = body["metadata"]
+        async with self.lock(meta.get("uid", meta["name"])):
+            return await self._reconcile(body)
+
+    async def _reconcile(self, body: Mapping[str, Any]) -> PassResult:
+        from eveflow_etl.orchestration import sync
+
+        meta = body["metadata"]
+        namespace, generation = meta["namespace"], meta.get("generation")
+        previous = dict(body.get("status") or {})
+        now = st.now_rfc3339()
+        events: list[EventSpec] = []
+
+        def stop(reason: str, message: str) -> PassResult:
+            problem = st.Problem(reason, message)
+            obs = st.Observation(generation=generation, problem=problem)
+            new = st.reduce_status(previous, obs, now)
+            old_ready = st.get_condition(previous, st.READY) or {}
+            # One Warning per distinct problem, not one per retry.
+            if (old_ready.get("reason"), old_ready.get("message"), old_ready.get("observedGeneration")) != (
+                    reason, message, generation):
+                events.append(EventSpec("Warning", reason, message))
+            return PassResult(status=new, problem=problem, events=events)
+
+        try:
+            pipeline = pipeline_from_body(body)
+        except ConfigError as exc:
+            return stop(st.INVALID_SPEC, _spec_message(exc, meta["name"]))
+        try:
+            conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
+            await check_destination_secret(pipeline, namespace, self.read_secret)
+        except SecretNotFound as exc:
+            return stop(st.SECRET_NOT_FOUND, str(exc))
+
+        try:
+            result: SyncResult = await sync.sync_pipeline(pipeline, conn, namespace=namespace)
+        except PrefectUnavailable as exc:
+            return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.api_url} unreachable: {exc}; retrying")
+        except PrefectAuthError as exc:
+            return stop(st.PREFECT_AUTH_FAILED, f"Prefect refused the credentials ({conn.describe()}): {exc}")
+        except PrefectRejected as exc:
+            return stop(st.PREFECT_REJECTED, f"Prefect rejected the pipeline: {exc}")
+        if result.actions:
+            events.append(EventSpec("Normal", "PrefectSynced", "; ".join(result.actions)[:1000]))
+
+        children = build_children(pipeline, self.settings, namespace)
+        applied = await apply_children(self.kube, children, body, self.settings.field_manager)
+        stale = []
+        if not needs_role(pipeline) and st.get_condition(previous, st.READY) is not None:
+            target = jobs_namespace(pipeline, namespace)
+            stale = [("rbac.authorization.k8s.io/v1", "RoleBinding", target, worker_name(pipeline)),
+                     ("rbac.authorization.k8s.io/v1", "Role", target, worker_name(pipeline))]
+        deleted = await delete_stale(self.kube, stale) if stale else []
+        if applied.applied or deleted:
+            parts = [f"applied {', '.join(applied.applied)}"] if applied.applied else []
+            parts += [f"deleted {', '.join(deleted)}"] if deleted else []
+            events.append(EventSpec("Normal", "Applied", "; ".join(parts)))
+
+        deployment = applied.objects.get("Deployment") or {}
+        desired = worker_replicas(pipeline)
+        dep_status = deployment.get("status") or {}
+        current = dep_status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
+        available = int(dep_status.get("availableReplicas") or 0) if current else 0
+        worker = st.WorkerState(desired=desired, available=available)
+        obs = st.Observation(generation=generation, sync=result, worker=worker, suspended=pipeline.spec.suspend)
+        new = st.reduce_status(previous, obs, now)
+        if (st.get_condition(previous, st.READY) or {}).get("status") != "True" and \
+                (st.get_condition(new, st.READY) or {}).get("status") == "True":
+            events.append(EventSpec("Normal", "Ready", st.get_condition(new, st.READY)["message"]))
+        return PassResult(status=new, events=events, prefect_writes=result.writes,
+                          worker_pending=desired > 0 and available < desired)
+
+    async def finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
+        """Delete (or orphan) the Prefect objects; after the retry bound, give up and release."""
+        from eveflow_etl.orchestration import sync
+
+        meta = body["metadata"]
+        namespace = meta["namespace"]
+        try:
+            pipeline = pipeline_from_body(body)
+        except ConfigError:
+            return DeletePassResult(True, [EventSpec("Normal", "Deleted", "spec was invalid: nothing to remove in Prefect")])
+        if pipeline.spec.deletion_policy == "Orphan":
+            return DeletePassResult(True, [EventSpec("Normal", "Orphaned",
+                                                     "deletionPolicy: Orphan -- Prefect pool and deployments kept")])
+        try:
+            async with self.lock(meta.get("uid", meta["name"])):
+                conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
+                result = await sync.delete_pipeline(pipeline, conn, namespace=namespace)
+        except (SecretNotFound, PrefectUnavailable, PrefectAuthError, PrefectRejected) as exc:
+            reason = {SecretNotFound: st.SECRET_NOT_FOUND, PrefectUnavailable: st.PREFECT_UNAVAILABLE,
+                      PrefectAuthError: st.PREFECT_AUTH_FAILED}.get(type(exc), st.PREFECT_REJECTED)
+            if retry >= self.settings.finalizer_max_retries:
+                return DeletePassResult(True, [EventSpec(
+                    "Warning", "DeleteAbandoned",
+                    f"gave up removing the Prefect deployments after {retry + 1} attempts ({reason}: {exc}); "
+                    "they may remain in Prefect -- remove them by hand")], st.Problem(reason, str(exc)))
+            return DeletePassResult(False, [], st.Problem(reason, str(exc)))
+        finally:
+            self.forget(meta.get("uid", meta["name"]))
+        message = "; ".join(result.actions) or "nothing to remove in Prefect"
+        if result.kept_work_pool_reason:
+            message += f"; kept work pool: {result.kept_work_pool_reason}"
+        return DeletePassResult(True, [EventSpec("Normal", "Deleted", message[:1000])])
+
+
+def backoff(settings: OperatorSettings, retry: int, *, cap: float = 300.0) -> float:
+    """Exponential backoff for TemporaryError: base, 2x base, 4x base ... capped."""
+    return min(cap, settings.retry_backoff_seconds * (2 ** min(retry, 10)))
+
+
+def monotonic() -> float:
+    return time.monotonic()

@@ -1,0 +1,68 @@
+"""Every setting of the operator, read from ``EVEFLOW_OPERATOR_*`` variables in this one place.
+
+Loaded once at startup (``load_settings()``) before any handler is registered; handlers get the
+object passed in, nothing reads the environment later. Bad values fail the start loudly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from eveflow_etl.spec import DNS_LABEL, is_dns_label
+
+
+class OperatorSettings(BaseSettings):
+    """Operator configuration (the chart sets these as env vars on the operator Deployment)."""
+
+    model_config = SettingsConfigDict(env_prefix="EVEFLOW_OPERATOR_", extra="ignore")
+
+    # Comma-separated namespaces to watch; empty: every namespace (cluster-wide).
+    namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # The timer resync: every period (plus a random 0..jitter phase per resource) the operator
+    # reads Prefect and repairs drift; it writes nothing when all is in sync.
+    resync_seconds: float = Field(default=300.0, ge=1, le=86_400)
+    resync_jitter_seconds: float = Field(default=30.0, ge=0, le=3_600)
+    # A resource edited less than this long ago is left to the change handlers.
+    resync_idle_seconds: float = Field(default=10.0, ge=0, le=3_600)
+    # Prefect API for pipelines whose spec.prefect.apiUrl is empty.
+    prefect_api_url: str = Field(default="http://prefect-server:4200/api", pattern=r"^https?://\S+$")
+    prefect_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
+    # Worker image for pipelines whose spec.worker.image is empty (the chart passes its own image).
+    worker_image: str = Field(default="ghcr.io/eveflow/eveflow:0.1.0", pattern=r"^\S+$")
+    worker_image_pull_policy: str = Field(default="IfNotPresent", pattern=r"^(Always|IfNotPresent|Never)$")
+    # One port for /metrics (Prometheus) and one for kopf's liveness probe (/healthz).
+    metrics_port: int = Field(default=9090, ge=0, le=65_535)  # 0: no metrics server
+    health_port: int = Field(default=8081, ge=0, le=65_535)  # 0: no liveness endpoint
+    # Delete: how many times to retry removing Prefect objects before giving up and releasing
+    # the finalizer (with a Warning event), and the backoff between those tries.
+    finalizer_max_retries: int = Field(default=5, ge=0, le=100)
+    retry_backoff_seconds: float = Field(default=10.0, ge=0.1, le=3_600)
+    # Without peering (one replica, no leader election); the chart runs one replica.
+    standalone: bool = True
+    field_manager: str = Field(default="eveflow-operator", pattern=DNS_LABEL)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_namespaces(self) -> OperatorSettings:
+        bad = [n for n in self.namespaces if not is_dns_label(n)]
+        if bad:
+            raise ValueError(f"EVEFLOW_OPERATOR_NAMESPACES: {bad} are not namespace names")
+        return self
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+def load_settings() -> OperatorSettings:
+    """Read the environment now (call once, at startup)."""
+    return OperatorSettings()

@@ -1,0 +1,123 @@
+"""The worker Deployment of one EvePipeline: a pure builder (model + settings in, a dict out)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from eveflow_etl.spec import EvePipeline
+
+from eveflow_operator.labels import child_labels, selector_labels
+from eveflow_operator.settings import OperatorSettings
+
+HEALTH_PORT = 8080  # `eveflow worker --port`: /health and /metrics
+OBSERVER_NAMESPACES_ENV = "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"
+
+
+def worker_name(pipeline: EvePipeline) -> str:
+    return f"{pipeline.name}-worker"
+
+
+def prefect_api_url(pipeline: EvePipeline, settings: OperatorSettings) -> str:
+    return pipeline.spec.prefect.api_url or settings.prefect_api_url
+
+
+def worker_queues(pipeline: EvePipeline) -> list[str]:
+    """The queues the worker polls: spec.worker.queues, else all of the pool's (in order)."""
+    return list(pipeline.spec.worker.queues) or [q.name for q in pipeline.spec.work_pool.queues]
+
+
+def worker_replicas(pipeline: EvePipeline) -> int:
+    return 0 if pipeline.spec.suspend else pipeline.spec.worker.replicas
+
+
+def worker_command(pipeline: EvePipeline) -> list[str]:
+    pool = pipeline.spec.work_pool
+    command = ["eveflow", "worker", "--pool", pool.name, "--type", pool.type]
+    for queue in worker_queues(pipeline):
+        command += ["--queue", queue]
+    # The operator creates the pool with its job template; a worker must not race it with defaults.
+    return command + ["--port", str(HEALTH_PORT), "--no-create-pool"]
+
+
+def worker_env(pipeline: EvePipeline, settings: OperatorSettings, namespace: str) -> list[dict[str, Any]]:
+    """PREFECT_* env; credentials only as secretKeyRef (the values never pass through here)."""
+    spec = pipeline.spec
+    env: list[dict[str, Any]] = [{"name": "PREFECT_API_URL", "value": prefect_api_url(pipeline, settings)}]
+    for var, ref in (("PREFECT_API_KEY", spec.prefect.api_key_secret_ref),
+                     ("PREFECT_API_AUTH_STRING", spec.prefect.auth_string_secret_ref)):
+        if ref is not None:
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    if spec.work_pool.type == "kubernetes":
+        jobs_namespace = (spec.work_pool.kubernetes and spec.work_pool.kubernetes.namespace) or namespace
+        env.append({"name": OBSERVER_NAMESPACES_ENV, "value": jobs_namespace})
+    env += [
+        {"name": "EVEFLOW_DESTINATION_PROFILE", "value": spec.destination.profile},
+        {"name": "EVEFLOW_PIPELINE", "value": pipeline.name},
+    ]
+    return env
+
+
+def _resources(pipeline: EvePipeline) -> dict[str, dict[str, str]]:
+    resources = pipeline.spec.worker.resources.model_dump(exclude_none=True)
+    return {k: v for k, v in resources.items() if v}
+
+
+def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 5,
+        "failureThreshold": failures,
+    }
+
+
+def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, namespace: str) -> dict[str, Any]:
+    """The worker ``apps/v1`` Deployment (owner reference added by the caller via ``kopf.adopt``)."""
+    spec = pipeline.spec
+    container: dict[str, Any] = {
+        "name": "worker",
+        "image": spec.worker.image or settings.worker_image,
+        "imagePullPolicy": settings.worker_image_pull_policy,
+        "command": worker_command(pipeline),
+        "env": worker_env(pipeline, settings, namespace),
+        "ports": [{"name": "http", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "startupProbe": _probe("/health", 5, 24),
+        "livenessProbe": _probe("/health", 20, 3),
+        "readinessProbe": _probe("/health", 10, 2),
+        "resources": _resources(pipeline),
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+    }
+    if spec.destination.secret_ref:
+        container["envFrom"] = [{"secretRef": {"name": spec.destination.secret_ref}}]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": worker_name(pipeline),
+            "namespace": namespace,
+            "labels": child_labels(pipeline.name, "worker"),
+        },
+        "spec": {
+            "replicas": worker_replicas(pipeline),
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": selector_labels(pipeline.name, "worker")},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+            "template": {
+                "metadata": {
+                    "labels": child_labels(pipeline.name, "worker"),
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(HEALTH_PORT)},
+                },
+                "spec": {
+                    "serviceAccountName": worker_name(pipeline),
+                    # Only a kubernetes worker talks to the API (to create Jobs).
+                    "automountServiceAccountToken": spec.work_pool.type == "kubernetes",
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [container],
+                },
+            },
+        },
+    }
