@@ -122,8 +122,10 @@ def test_operator_deployment_defaults(helm: Helm) -> None:
     assert deployment["spec"]["strategy"]["type"] == "Recreate"
     assert deployment["spec"]["replicas"] == 1
     assert pod["serviceAccountName"] == RELEASE
-    assert container["ports"] == [{"name": "metrics", "containerPort": 8080, "protocol": "TCP"}]
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["ports"] == [{"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                                  {"name": "health", "containerPort": 8081, "protocol": "TCP"}]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
     # Nothing optional by default.
     kinds = {m["kind"] for m in manifests}
     assert kinds == {"CustomResourceDefinition", "ServiceAccount", "ClusterRole", "ClusterRoleBinding",
@@ -151,12 +153,13 @@ def test_prefect_credentials_only_come_from_secrets(helm: Helm) -> None:
                 for name, entry in _env(container).items():
                     if any(word in name for word in ("KEY", "AUTH", "PASSWORD", "TOKEN")):
                         assert "value" not in entry and "secretKeyRef" in entry["valueFrom"], name
-    # existingSecret: referenced, not created.
-    manifests = _render(helm, ROOT / "tests/chart/values/existing-secret.yaml")
+    # existingSecret: referenced, never created.
+    manifests = helm.template(ROOT / "tests/chart/values/existing-secret.yaml",
+                              extra=("--set", "prefectServer.enabled=true"))
     assert not by_kind(manifests, "Secret")
-    env = _env(one(manifests, "Deployment", RELEASE)["spec"]["template"]["spec"]["containers"][0])
-    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in env.values() if "valueFrom" in e and "secretKeyRef" in e["valueFrom"]}
-    assert refs == {"prefect-cloud"}
+    server = one(manifests, "Deployment", f"{RELEASE}-prefect-server")
+    ref = _env(server["spec"]["template"]["spec"]["containers"][0])["PREFECT_SERVER_API_AUTH_STRING"]
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "auth-string", "optional": True}
     # Inline values: the chart creates the Secret, and both the operator and the server read it.
     manifests = _render(helm, ROOT / "tests/chart/values/bundled-prefect.yaml")
     secret = one(manifests, "Secret")

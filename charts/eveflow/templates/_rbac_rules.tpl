@@ -35,16 +35,17 @@ API requests the operator makes against the API emulator).
   resources: [events]
   verbs: [create, patch, get, list, watch]
 # RBAC escalation rule: the operator can only create a Role granting what it holds itself.
-# These are exactly the rules of the worker Role it creates for kubernetes work pools.
+# These are exactly the rules of the worker Role it creates for kubernetes work pools
+# (operator/eveflow_operator/rbac.py WORKER_RULES; the events rule is merged above).
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create, delete, patch]
+  verbs: [get, list, watch, create, update, patch, delete]
 - apiGroups: [""]
   resources: [pods]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, delete]
 - apiGroups: [""]
   resources: [pods/log]
-  verbs: [get]
+  verbs: [get, list, watch]
 {{- end }}
 
 {{/* Cluster-scoped rules kopf needs to discover resources. */}}
