@@ -200,7 +200,7 @@ def validate(dataset: Dataset | str, frame: pd.DataFrame, run_id: str) -> tuple[
             cases = exc.failure_cases
             located = cases[cases["index"].notna()]
             if located.empty:  # e.g. a required column is missing: no row can pass
-                why = "; ".join(sorted({_reason(r) for _, r in cases.iterrows()}))
+                why = "; ".join(sorted({f"{_reason(r)}: {r['failure_case']}" for _, r in cases.iterrows()}))
                 for idx in candidates.index:
                     reasons[idx].append(why)
                 valid = candidates.iloc[0:0]
