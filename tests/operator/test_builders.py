@@ -1,0 +1,178 @@
+"""Pure builders: worker Deployment, ServiceAccount, Role/RoleBinding, kopf argv, settings."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from eveflow_etl.spec import parse_pipeline
+
+from eveflow_operator.apply import contains, owned
+from eveflow_operator.children import build_children
+from eveflow_operator.rbac import WORKER_RULES, build_role, build_role_binding, build_service_account
+from eveflow_operator.runner import kopf_argv
+from eveflow_operator.settings import OperatorSettings
+from eveflow_operator.worker import OBSERVER_NAMESPACES_ENV, build_worker_deployment
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTINGS = OperatorSettings(worker_image="example.org/eveflow:1.2.3", prefect_api_url="http://prefect:4200/api")
+
+
+def _doc(name: str = "pipeline.yaml") -> dict:
+    return yaml.safe_load((ROOT / "examples" / name).read_text())
+
+
+def _pipeline(name: str = "pipeline.yaml", **spec_changes):
+    doc = _doc(name)
+    doc["spec"].update(spec_changes)
+    return parse_pipeline(doc)
+
+
+def _container(dep: dict) -> dict:
+    return dep["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_worker_deployment_shape() -> None:
+    dep = build_worker_deployment(_pipeline(), SETTINGS, "ns1")
+    assert dep["metadata"] == {
+        "name": "market-history-worker", "namespace": "ns1",
+        "labels": dep["spec"]["template"]["metadata"]["labels"],
+    }
+    labels = dep["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "eveflow-operator"
+    assert labels["app.kubernetes.io/instance"] == "market-history"
+    assert set(dep["spec"]["selector"]["matchLabels"].items()) <= set(labels.items())
+    assert dep["spec"]["replicas"] == 1
+    c = _container(dep)
+    assert c["image"] == "example.org/eveflow:1.2.3"
+    assert c["command"] == ["eveflow", "worker", "--pool", "eveflow-process", "--type", "process",
+                            "--queue", "default", "--queue", "high-memory", "--port", "8080", "--no-create-pool"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["PREFECT_API_URL"]["value"] == "http://prefect:4200/api"
+    assert OBSERVER_NAMESPACES_ENV not in env
+    assert c["envFrom"] == [{"secretRef": {"name": "eveflow-postgres"}}]
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert c[probe]["httpGet"] == {"path": "/health", "port": "http"}
+    assert {"name": "http", "containerPort": 8080, "protocol": "TCP"} in c["ports"]
+    assert c["resources"] == {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
+    assert dep["spec"]["template"]["spec"]["serviceAccountName"] == "market-history-worker"
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
+
+
+def test_suspend_scales_to_zero_and_image_override() -> None:
+    dep = build_worker_deployment(_pipeline(suspend=True, worker={"replicas": 3, "image": "x/y:2"}), SETTINGS, "n")
+    assert dep["spec"]["replicas"] == 0
+    assert _container(dep)["image"] == "x/y:2"
+
+
+def test_secret_values_never_literal() -> None:
+    doc = _doc()
+    doc["spec"]["prefect"] = {"mode": "selfHosted", "apiUrl": "https://p.example/api",
+                              "authStringSecretRef": {"name": "prefect-auth", "key": "auth"}}
+    dep = build_worker_deployment(parse_pipeline(doc), SETTINGS, "n")
+    env = {e["name"]: e for e in _container(dep)["env"]}
+    assert env["PREFECT_API_AUTH_STRING"] == {
+        "name": "PREFECT_API_AUTH_STRING", "valueFrom": {"secretKeyRef": {"name": "prefect-auth", "key": "auth"}}}
+    assert env["PREFECT_API_URL"]["value"] == "https://p.example/api"
+    # Only names of Secrets: no env var carries a value that looks like a credential.
+    for e in _container(dep)["env"]:
+        assert "valueFrom" in e or e["name"] in {"PREFECT_API_URL", "EVEFLOW_DESTINATION_PROFILE",
+                                                 "EVEFLOW_PIPELINE", OBSERVER_NAMESPACES_ENV}
+
+
+def test_cloud_api_key_from_secret() -> None:
+    doc = _doc()
+    doc["spec"]["prefect"] = {"mode": "cloud", "apiUrl": "https://api.prefect.cloud/api/accounts/a/workspaces/w",
+                              "apiKeySecretRef": {"name": "prefect-cloud", "key": "key"}}
+    env = {e["name"]: e for e in _container(build_worker_deployment(parse_pipeline(doc), SETTINGS, "n"))["env"]}
+    assert env["PREFECT_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "key"}
+
+
+def test_kubernetes_pool_gets_observer_namespace_and_role() -> None:
+    pipeline = _pipeline("pipeline-kubernetes.yaml")
+    children = build_children(pipeline, SETTINGS, "jobs-ns")
+    assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Deployment"]
+    dep = children[-1]
+    env = {e["name"]: e.get("value") for e in _container(dep)["env"]}
+    assert env[OBSERVER_NAMESPACES_ENV] == "jobs-ns"
+    assert dep["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
+    assert "--type" in _container(dep)["command"] and "kubernetes" in _container(dep)["command"]
+
+
+def test_role_grants_exactly_what_a_kubernetes_worker_needs() -> None:
+    role = build_role(_pipeline("pipeline-kubernetes.yaml"), "ns")
+    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+    assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log"), ("", "events")}
+    assert role["metadata"]["namespace"] == "ns" and role["kind"] == "Role"
+    for rule in WORKER_RULES:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+    binding = build_role_binding(_pipeline("pipeline-kubernetes.yaml"), "ns")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "order-books-worker"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "order-books-worker", "namespace": "ns"}]
+
+
+def test_process_pool_has_no_role() -> None:
+    children = build_children(_pipeline(), SETTINGS, "ns")
+    assert [c["kind"] for c in children] == ["ServiceAccount", "Deployment"]
+    assert build_service_account(_pipeline(), "ns")["automountServiceAccountToken"] is False
+
+
+def test_builders_are_pure_and_deterministic() -> None:
+    pipeline = _pipeline()
+    snapshot = pipeline.model_dump()
+    one = json.dumps(build_children(pipeline, SETTINGS, "ns"), sort_keys=True)
+    two = json.dumps(build_children(pipeline, SETTINGS, "ns"), sort_keys=True)
+    assert one == two
+    assert pipeline.model_dump() == snapshot
+
+
+@pytest.mark.parametrize("replicas", [0, 1, 7, 50])
+def test_replicas_property(replicas: int) -> None:
+    for suspend in (False, True):
+        dep = build_worker_deployment(_pipeline(suspend=suspend, worker={"replicas": replicas}), SETTINGS, "n")
+        assert dep["spec"]["replicas"] == (0 if suspend else replicas)
+
+
+def test_owned_adds_owner_reference_only_in_same_namespace() -> None:
+    owner = {"apiVersion": "eveflow.dev/v1alpha1", "kind": "EvePipeline",
+             "metadata": {"name": "p", "namespace": "ns", "uid": "u-1", "labels": {"team": "x"}}}
+    sa = build_service_account(_pipeline(), "ns")
+    out = owned(sa, owner)
+    assert out["metadata"]["ownerReferences"] == [{
+        "controller": True, "blockOwnerDeletion": True, "apiVersion": "eveflow.dev/v1alpha1",
+        "kind": "EvePipeline", "name": "p", "uid": "u-1"}]
+    assert "team" not in out["metadata"]["labels"]
+    assert "ownerReferences" not in sa["metadata"]  # input untouched
+    assert "ownerReferences" not in owned(build_service_account(_pipeline(), "other"), owner)["metadata"]
+
+
+def test_contains_ignores_server_defaults() -> None:
+    desired = {"spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "w", "image": "a"}]}}}}
+    live = copy.deepcopy(desired)
+    live["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] = "/dev/termination-log"
+    live["status"] = {"availableReplicas": 1}
+    assert contains(live, desired)
+    live["spec"]["template"]["spec"]["containers"][0]["image"] = "b"
+    assert not contains(live, desired)
+
+
+def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EVEFLOW_OPERATOR_NAMESPACES", "team-a, team-b")
+    monkeypatch.setenv("EVEFLOW_OPERATOR_RESYNC_SECONDS", "2")
+    s = OperatorSettings()
+    assert s.namespaces == ["team-a", "team-b"] and not s.clusterwide and s.resync_seconds == 2
+    monkeypatch.setenv("EVEFLOW_OPERATOR_NAMESPACES", "Bad_NS")
+    with pytest.raises(ValueError, match="EVEFLOW_OPERATOR_NAMESPACES"):
+        OperatorSettings()
+
+
+def test_kopf_argv() -> None:
+    assert kopf_argv(OperatorSettings(health_port=0)) == [
+        "run", "-m", "eveflow_operator.main", "--standalone", "--all-namespaces"]
+    argv = kopf_argv(OperatorSettings(namespaces=["a", "b"], health_port=8081), verbose=True)
+    assert argv == ["run", "-m", "eveflow_operator.main", "--standalone", "--namespace", "a", "--namespace", "b",
+                    "--liveness", "http://0.0.0.0:8081/healthz", "--verbose"]
