@@ -31,6 +31,8 @@ def prepare_create(store: Store, rt: ResourceType, obj: dict) -> None:
             store._ips += 1
             ip = f"10.96.{store._ips // 250}.{store._ips % 250 + 1}"
             spec["clusterIP"], spec["clusterIPs"] = ip, [ip]
+    elif rt.key == ("", "secrets"):
+        obj["type"] = obj.get("type") or "Opaque"
     elif rt.key == ("", "pods"):
         obj["status"] = {"phase": "Pending"}
     elif rt.key == CRD_KEY:

@@ -83,11 +83,13 @@ def _message(spec: dict) -> Callable[[bytes], dict]:
                 continue
             name, fn, repeated = spec[num]
             if repeated == "map":
-                out[name] = fn(values)
+                value = fn(values)
             elif repeated:
-                out[name] = [fn(v) for v in values]
+                value = [fn(v) for v in values]
             else:
-                out[name] = fn(values[-1])
+                value = fn(values[-1])
+            if value not in ("", False, [], {}):  # gogo protobuf always writes empty fields
+                out[name] = value
         return out
     return decode
 

@@ -19,6 +19,7 @@ from .selectors import SelectorError, parse_fields, parse_labels
 from .store import Store, WriteContext
 
 _STOP = object()
+_RECORD = web.RequestKey("record", dict)
 _PATCH_TYPES = {"application/json-patch+json": "json", "application/merge-patch+json": "merge",
                 "application/strategic-merge-patch+json": "strategic",
                 "application/apply-patch+yaml": "apply", "application/apply-patch+json": "apply"}
@@ -131,6 +132,7 @@ class Emulator:
             return await self.admin(request)
         route = parse_path(request.path)
         record = self._record(request, route)
+        request[_RECORD] = record
         try:
             resp = await self.dispatch(request, route)
         except ApiError as e:
@@ -268,6 +270,7 @@ class Emulator:
             return resp
         snapshot_rv = str(self.store.rv)
         await resp.prepare(request)
+        request[_RECORD]["status"] = 200
 
         async def send(etype: str, obj: dict) -> None:
             obj = self.store.out(rt, obj)
