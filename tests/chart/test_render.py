@@ -61,6 +61,8 @@ def test_manifests_pass_kubernetes_schema_validation(helm: Helm, values: Path | 
             parse_pipeline(manifest, origin=f"EvePipeline {name}")
         elif kind == "ServiceMonitor":
             _check_service_monitor(manifest, manifests)
+        elif kind == "PodMonitor":
+            _check_pod_monitor(manifest)
         else:
             for version in KUBE_VERSIONS:
                 try:
@@ -81,6 +83,23 @@ def _check_service_monitor(monitor: dict, manifests: list[dict]) -> None:
     port_names = {p["name"] for p in services[0]["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= port_names
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+
+
+def _check_pod_monitor(monitor: dict) -> None:
+    """The PodMonitor selects the worker pods the operator builds, on their metrics port."""
+    from eveflow_etl.spec import parse_pipeline as parse
+    from eveflow_operator.settings import OperatorSettings
+    from eveflow_operator.worker import build_worker_deployment
+
+    pipeline = parse(yaml.safe_load((ROOT / "examples" / "pipeline.yaml").read_text()))
+    worker = build_worker_deployment(pipeline, OperatorSettings(), "eve-data")
+    pod_labels = worker["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    ports = {p["name"] for c in worker["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+    assert {e["port"] for e in monitor["spec"]["podMetricsEndpoints"]} <= ports
+    relabel = monitor["spec"]["podMetricsEndpoints"][0]["relabelings"][0]
+    assert relabel["sourceLabels"] == ["__meta_kubernetes_pod_label_eveflow_dev_pipeline"]
+    assert "eveflow.dev/pipeline" in pod_labels
 
 
 @pytest.mark.parametrize("values", VALUES_CASES, ids=CASE_IDS)
