@@ -186,3 +186,16 @@ def test_pacer_learns_group_and_waits_for_tokens():
     assert sleeps == []
     pacer.settle(pacer.acquire(route), 200, {})
     assert sum(sleeps) == pytest.approx(2.0)  # refill is 1 token/s; one request costs 2
+
+
+def test_concurrency_is_bounded(esi_server, tmp_path):
+    # Every answer is slow, so the pool would pile up if the client did not hold back.
+    esi_server.admin.fault(path="/history/", delay=0.15, count=None)
+    settings = settings_for(esi_server, tmp_path, esi_max_concurrency=2)
+    from eveflow_etl.sources._pool import bounded_map
+
+    with EsiClient(settings) as client:
+        got = list(bounded_map(lambda t: client.get(f"{esi_server.esi_base_url}/markets/{REGION}/history/",
+                                                    {"type_id": t}), esi_server.state.types[:6], 8))
+    assert [r.status for r in got] == [200] * 6
+    assert esi_server.admin.stats()["max_in_flight"] == 2

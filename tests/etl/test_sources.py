@@ -137,3 +137,10 @@ def test_unreachable_source_is_one_line(tmp_path, source, name):
     message = str(info.value)
     assert "\n" not in message
     assert f"cannot reach {name} at {base}" in message and "connection refused" in message
+
+
+def test_everef_download_that_breaks_off_is_a_source_error(esi_server, tmp_path):
+    esi_server.admin.fault(path="/market-history/", truncate="connection")
+    settings = settings_for(esi_server, tmp_path, chunk_rows=100)
+    with pytest.raises(SourceError, match="EVE Ref history file .* broke off"):
+        list(fetch(SourceKind.EVEREF, [FORGE], None, settings, day=dt.date.today() - dt.timedelta(days=2)))

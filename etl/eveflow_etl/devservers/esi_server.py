@@ -25,114 +25,24 @@ import hashlib
 import json
 import threading
 import time
-from collections import Counter, deque
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email.utils import format_datetime
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from eveflow_etl.devservers import esi_data as data
-from eveflow_etl.devservers.esi_limits import ErrorWindow, FaultRule, TokenBucket, token_cost
+from eveflow_etl.devservers.esi_limits import FaultRule, token_cost
 
-HISTORY_GROUP = "market-history"
-ORDERS_GROUP = "market-orders"
-HUB_REGIONS = (10000002, 10000043, 10000032, 10000030, 10000042)
-
-
-@dataclass
-class EsiServerConfig:
-    """What the server serves and how strictly it limits. Defaults follow the real services."""
-
-    seed: int = 20031
-    types_per_region: int = 40
-    orders_per_region: int = 5000
-    history_days: int = 395
-    everef_regions: tuple[int, ...] = HUB_REGIONS
-    today: dt.date | None = None  # None: the current UTC date
-    # None: history expires at the next 11:05 UTC, like ESI's daily refresh.
-    history_expires_seconds: float | None = None
-    orders_expires_seconds: float = 300.0
-    error_limit: int = 100
-    error_window_seconds: float = 60.0
-    rate_limit_tokens: int = 12000
-    rate_window_seconds: float = 900.0
-    mokaam_sentinels: bool = True
-
-
-@dataclass
-class _Stats:
-    requests: int = 0
-    by_status: Counter = field(default_factory=Counter)
-    body_bytes: int = 0
-    events: deque = field(default_factory=lambda: deque(maxlen=20000))
-
-
-def _http_date(ts: float) -> str:
-    return format_datetime(dt.datetime.fromtimestamp(ts, dt.UTC), usegmt=True)
-
-
-def _int_or_none(value: str | None) -> int | None:
-    try:
-        return int(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-class EsiServerState:
-    """All mutable state of one server; only touched from the server's event loop."""
-
-    def __init__(self, config: EsiServerConfig) -> None:
-        self.config = config
-        self.reset()
-
-    def reset(self) -> None:
-        cfg = self.config
-        self.stats = _Stats()
-        self.faults: list[FaultRule] = []
-        self.version = 0
-        self.version_started = time.time()
-        self.errors = ErrorWindow(cfg.error_limit, cfg.error_window_seconds)
-        self.buckets = {g: TokenBucket(g, cfg.rate_limit_tokens, cfg.rate_window_seconds, updated=time.monotonic())
-                        for g in (HISTORY_GROUP, ORDERS_GROUP)}
-        self.types = data.market_types(cfg.types_per_region, cfg.seed)
-        self._type_set = set(self.types)
-
-    def today(self) -> dt.date:
-        return self.config.today or dt.datetime.now(dt.UTC).date()
-
-    def history_expires(self) -> float:
-        if self.config.history_expires_seconds is not None:
-            return time.time() + self.config.history_expires_seconds
-        now = dt.datetime.now(dt.UTC)
-        nxt = now.replace(hour=11, minute=5, second=0, microsecond=0)
-        if nxt <= now:
-            nxt += dt.timedelta(days=1)
-        return nxt.timestamp()
-
-    def match_fault(self, path: str, page: int | None, region: int | None) -> FaultRule | None:
-        for rule in self.faults:
-            if rule.matches(path, page, region):
-                rule.hits += 1
-                return rule
-        return None
-
-    def snapshot(self) -> dict:
-        now = time.monotonic()
-        for bucket in self.buckets.values():
-            bucket.refill(now)
-        return {
-            "requests": self.stats.requests,
-            "by_status": {str(k): v for k, v in sorted(self.stats.by_status.items())},
-            "body_bytes": self.stats.body_bytes,
-            "events": list(self.stats.events),
-            "version": self.version,
-            "tokens": {g: {"remaining": int(b.tokens), "used_total": b.used_total, "limit": b.limit,
-                           "window": b.window} for g, b in self.buckets.items()},
-            "error_limit": {"errors": self.errors.errors, "limit": self.errors.limit},
-            "faults": [dataclasses.asdict(f) for f in self.faults],
-        }
+from eveflow_etl.devservers.esi_state import (  # noqa: F401  (re-exported: the server's public names)
+    HISTORY_GROUP,
+    HUB_REGIONS,
+    ORDERS_GROUP,
+    EsiServerConfig,
+    EsiServerState,
+    http_date,
+    int_or_none,
+)
 
 
 class _Reply:
@@ -170,8 +80,17 @@ class _Handlers:
     # --- ESI -------------------------------------------------------------------------------
     async def _esi(self, request: web.Request, group: str, build) -> web.StreamResponse:
         s = self.s
-        region = _int_or_none(request.match_info.get("region"))
-        page = _int_or_none(request.query.get("page", "1"))
+        s.stats.in_flight += 1
+        s.stats.max_in_flight = max(s.stats.max_in_flight, s.stats.in_flight)
+        try:
+            return await self._esi_limited(request, group, build)
+        finally:
+            s.stats.in_flight -= 1
+
+    async def _esi_limited(self, request: web.Request, group: str, build) -> web.StreamResponse:
+        s = self.s
+        region = int_or_none(request.match_info.get("region"))
+        page = int_or_none(request.query.get("page", "1"))
         fault = s.match_fault(request.path, page, region)
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)
@@ -226,8 +145,8 @@ class _Handlers:
         body = json.dumps(payload).encode()
         headers = {
             "ETag": '"' + hashlib.blake2b(body, digest_size=16).hexdigest() + '"',
-            "Expires": _http_date(expires),
-            "Last-Modified": _http_date(last_modified),
+            "Expires": http_date(expires),
+            "Last-Modified": http_date(last_modified),
             "Cache-Control": "public",
         }
         headers.update(extra or {})
@@ -237,7 +156,7 @@ class _Handlers:
         region = int(request.match_info["region"])
 
         def build() -> _Reply:
-            type_id = _int_or_none(request.query.get("type_id"))
+            type_id = int_or_none(request.query.get("type_id"))
             if not data.is_market_region(region):
                 return _Reply(400, {"error": "Invalid region_id: not a market region"})
             if type_id is None:
@@ -255,7 +174,7 @@ class _Handlers:
         s = self.s
 
         def build() -> _Reply:
-            page = _int_or_none(request.query.get("page", "1"))
+            page = int_or_none(request.query.get("page", "1"))
             pages = data.order_pages(s.config.orders_per_region)
             if not data.is_market_region(region):
                 return _Reply(400, {"error": "Invalid region_id: not a market region"})
@@ -269,10 +188,10 @@ class _Handlers:
             kind = request.query.get("order_type", "all")
             if kind != "all":
                 rows = [r for r in rows if r["is_buy_order"] == (kind == "buy")]
-            type_id = _int_or_none(request.query.get("type_id"))
+            type_id = int_or_none(request.query.get("type_id"))
             if type_id is not None:
                 rows = [r for r in rows if r["type_id"] == type_id]
-            return self._cacheable(rows, time.time() + s.config.orders_expires_seconds, s.version_started,
+            return self._cacheable(rows, s.orders_expires(), s.version_started,
                                    {"X-Pages": str(pages)})
 
         return await self._esi(request, ORDERS_GROUP, build)
@@ -281,7 +200,7 @@ class _Handlers:
         s = self.s
 
         def build() -> _Reply:
-            page = _int_or_none(request.query.get("page", "1")) or 0
+            page = int_or_none(request.query.get("page", "1")) or 0
             pages = max(1, -(-len(s.types) // data.TYPES_PER_PAGE))
             if page < 1 or page > pages:
                 return _Reply(404, {"error": "Requested page does not exist!"})
@@ -303,7 +222,7 @@ class _Handlers:
     # --- Mokaam and EVE Ref ----------------------------------------------------------------
     async def mokaam_all(self, request: web.Request) -> web.StreamResponse:
         s = self.s
-        region = _int_or_none(request.query.get("regionid"))
+        region = int_or_none(request.query.get("regionid"))
         fault = s.match_fault(request.path, None, region)
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)
@@ -329,7 +248,7 @@ class _Handlers:
             return await self._send(request, _Reply(404, body=b"Not Found", headers={"Content-Type": "text/plain"}), fault)
         modified = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(11, 5), dt.UTC).timestamp()
         resp = web.StreamResponse(headers={"Content-Type": "application/x-bzip2",
-                                           "Last-Modified": _http_date(modified),
+                                           "Last-Modified": http_date(modified),
                                            "ETag": f'"{s.config.seed}-{day.isoformat()}-{len(s.types)}"'})
         await resp.prepare(request)
         sent = 0
@@ -344,7 +263,8 @@ class _Handlers:
         s.stats.by_status[200] += 1
         s.stats.body_bytes += sent
         s.stats.events.append((round(time.time(), 3), request.path_qs, 200))
-        await resp.write_eof()
+        if not (fault and fault.truncate):
+            await resp.write_eof()
         return resp
 
     # --- admin -----------------------------------------------------------------------------

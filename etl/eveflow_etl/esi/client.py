@@ -16,8 +16,6 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,6 +25,7 @@ from requests.adapters import HTTPAdapter
 from eveflow_etl.errors import SourceError
 from eveflow_etl.esi.cache import CacheEntry, DiskCache
 from eveflow_etl.esi.ratelimit import ErrorLimitGate, RateBudget, TokenPacer, route_key
+from eveflow_etl.esi.response import ClientStats, EsiResponse, expires_of, pages_of
 from eveflow_etl.settings import EtlSettings
 
 log = logging.getLogger(__name__)
@@ -49,66 +48,6 @@ class _Transient(Exception):
     def __init__(self, reason: str, *, unreachable: bool = False) -> None:
         super().__init__(reason)
         self.reason, self.unreachable = reason, unreachable
-
-
-@dataclass
-class EsiResponse:
-    url: str
-    status: int
-    body: bytes
-    headers: Mapping[str, str]
-    from_cache: bool = False
-    pages: int | None = None
-    _data: Any = field(default=None, repr=False)
-
-    def json(self) -> Any:
-        if self._data is None:
-            self._data = json.loads(self.body)
-        return self._data
-
-    def error_text(self) -> str:
-        try:
-            return str(self.json().get("error") or self.body[:200].decode(errors="replace"))
-        except (ValueError, AttributeError):
-            return self.body[:200].decode(errors="replace")
-
-
-@dataclass
-class ClientStats:
-    requests: int = 0  # sent over the network
-    cache_hits: int = 0  # answered from disk before Expires, nothing sent
-    not_modified: int = 0  # 304s
-    body_bytes: int = 0  # response body bytes downloaded
-    error_limited: int = 0  # 420s
-    rate_limited: int = 0  # 429s
-    retries: int = 0
-    server_errors: int = 0  # 5xx
-    client_errors: int = 0  # other 4xx, handed to the caller
-    transport_errors: int = 0  # timeouts, refused, truncated
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            for name, value in counts.items():
-                setattr(self, name, getattr(self, name) + value)
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return {k: v for k, v in vars(self).items() if not k.startswith("_")}
-
-
-def _expires(headers: Mapping[str, str]) -> float | None:
-    try:
-        return parsedate_to_datetime(headers["Expires"]).timestamp()
-    except (KeyError, TypeError, ValueError, IndexError):
-        return None
-
-
-def _pages(headers: Mapping[str, str]) -> int | None:
-    try:
-        return int(headers["X-Pages"])
-    except (KeyError, ValueError):
-        return None
 
 
 def _reason(exc: BaseException) -> tuple[str, bool]:
@@ -209,9 +148,9 @@ class EsiClient:
                     raise self._give_up(full_url, status, failures + limit_waits, f"HTTP {status}", False, service)
                 continue  # the gate / pacer now hold everyone back until the reset
             if status == 304 and entry is not None:
-                entry.expires = _expires(resp.headers)
+                entry.expires = expires_of(resp.headers)
                 entry.etag = resp.headers.get("ETag", entry.etag)
-                entry.pages = _pages(resp.headers) or entry.pages
+                entry.pages = pages_of(resp.headers) or entry.pages
                 self.cache.touch(entry)
                 return EsiResponse(full_url, 200, entry.body, resp.headers, pages=entry.pages)
             if status >= 500 or status in retry_statuses or (status == 304 and entry is None):
@@ -224,10 +163,10 @@ class EsiClient:
                 self._backoff(base_delay if status in retry_statuses else self.settings.esi_backoff_seconds,
                               failures, full_url, last, delay)
                 continue
-            out = EsiResponse(full_url, status, resp.content, resp.headers, pages=_pages(resp.headers),
+            out = EsiResponse(full_url, status, resp.content, resp.headers, pages=pages_of(resp.headers),
                               _data=getattr(resp, "_eveflow_json", None))
             if status == 200 and use_cache and ("ETag" in resp.headers or "Expires" in resp.headers):
-                self.cache.store(CacheEntry(full_url, resp.headers.get("ETag"), _expires(resp.headers),
+                self.cache.store(CacheEntry(full_url, resp.headers.get("ETag"), expires_of(resp.headers),
                                             resp.headers.get("Last-Modified"), out.pages, resp.content))
             return out
 
