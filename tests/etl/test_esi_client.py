@@ -92,8 +92,8 @@ def test_timeout_is_retried(esi_server, tmp_path):
 
 
 def test_420_stops_everyone_until_the_reset(esi_server_factory, tmp_path):
-    # Three errors in a one-second window exhaust the error limit.
-    server = esi_server_factory(error_limit=3, error_window_seconds=1)
+    # Three errors in a two-second window exhaust the error limit.
+    server = esi_server_factory(error_limit=3, error_window_seconds=2)
     server.admin.fault(status=503, count=3)
     settings = settings_for(server, tmp_path, esi_max_retries=5)
     with EsiClient(settings) as client:

@@ -129,13 +129,11 @@ class EsiClient:
         # ``backoff`` is for ``retry_statuses`` (Mokaam's 403 wants longer pauses than a 5xx).
         base_delay = self.settings.esi_backoff_seconds if backoff is None else backoff
         failures = limit_waits = 0
-        last = ""
         while True:
             try:
                 resp = self._send(full_url, entry, expect_json)
             except _Transient as exc:
                 self.stats.add(transport_errors=1)
-                last = exc.reason
                 if failures >= self.settings.esi_max_retries:
                     raise self._give_up(full_url, None, failures + 1, exc.reason, exc.unreachable, service) from None
                 failures += 1
@@ -154,14 +152,13 @@ class EsiClient:
                 self.cache.touch(entry)
                 return EsiResponse(full_url, 200, entry.body, resp.headers, pages=entry.pages)
             if status >= 500 or status in retry_statuses or (status == 304 and entry is None):
-                last = f"HTTP {status}"
                 if failures >= self.settings.esi_max_retries:
-                    raise self._give_up(full_url, status, failures + 1, last, False, service)
+                    raise self._give_up(full_url, status, failures + 1, f"HTTP {status}", False, service)
                 failures += 1
                 retry_after = resp.headers.get("Retry-After")
                 delay = float(retry_after) if retry_after and retry_after.isdigit() else None
                 self._backoff(base_delay if status in retry_statuses else self.settings.esi_backoff_seconds,
-                              failures, full_url, last, delay)
+                              failures, full_url, f"HTTP {status}", delay)
                 continue
             out = EsiResponse(full_url, status, resp.content, resp.headers, pages=pages_of(resp.headers),
                               _data=getattr(resp, "_eveflow_json", None))
@@ -205,6 +202,7 @@ class EsiClient:
         resp = self._request(url, headers, stream=False)
         status = resp.status_code
         if status == 200:
+            self.stats.add(body_bytes=len(resp.content))
             expected = resp.headers.get("Content-Length")
             if expected and expected.isdigit() and "Content-Encoding" not in resp.headers \
                     and int(expected) != len(resp.content):
@@ -214,7 +212,6 @@ class EsiClient:
                     resp._eveflow_json = json.loads(resp.content)  # type: ignore[attr-defined]
                 except ValueError:
                     raise _Transient("truncated body (invalid JSON)") from None
-            self.stats.add(body_bytes=len(resp.content))
         counts = {304: "not_modified", 420: "error_limited", 429: "rate_limited"}
         if status in counts:
             self.stats.add(**{counts[status]: 1})
