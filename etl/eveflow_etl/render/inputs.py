@@ -6,6 +6,7 @@ can never pick up a secret value from the machine it runs on.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,12 @@ SNOWFLAKE_PG_VARIABLES = (
     "SNOWFLAKE_POSTGRES_USER",
     "SNOWFLAKE_POSTGRES_PASSWORD",
     "SNOWFLAKE_POSTGRES_DATABASE",
+)
+
+
+_IMAGE_REF_RE = re.compile(
+    r"^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(/[a-z0-9._-]+)*"  # [registry[:port]/]path
+    r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$"  # [:tag][@digest]
 )
 
 
@@ -63,6 +70,14 @@ def check_renderable(pipeline: EvePipeline) -> EvePipeline:
 
     document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
     pipeline = parse_pipeline(document, origin=f"pipeline '{document.get('metadata', {}).get('name')}'")
+    image = pipeline.spec.worker.image
+    if image is not None and not _IMAGE_REF_RE.match(image):
+        # The image lands in deploy.sh and in compose's ${EVEFLOW_IMAGE:-...}: no shell or
+        # interpolation characters may ride along.
+        raise ConfigError(
+            f"spec.worker.image: '{image[:80]}' is not an image reference "
+            "(registry/name:tag or name@sha256:..., letters, digits and . _ - / : @ only)"
+        )
     if pipeline.spec.destination.profile == "local":
         raise ConfigError(
             "spec.destination.profile: 'local' is the embedded demo database and cannot be rendered; "

@@ -1,0 +1,66 @@
+"""`eveflow render` as a user runs it (subprocess of the installed console script)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from .conftest import PIPELINES, files_under
+from .test_safety import SENTINELS
+
+EVEFLOW = str(Path(sys.executable).with_name("eveflow"))
+
+
+def _run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([EVEFLOW, *args], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="module")
+def help_text() -> str:
+    result = _run("render", "--help")
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_help_lists_targets(help_text):
+    assert "spcs|vm" in help_text.replace(" ", "") or ("spcs" in help_text and "vm" in help_text)
+    for option in ("--target", "--file", "--out"):
+        assert option in help_text
+
+
+def test_render_both_targets_with_sentinel_env(tmp_path, rendered):
+    for target in ("spcs", "vm"):
+        out = tmp_path / target
+        result = _run("render", "--target", target, "-f", str(PIPELINES["cloud"]), "-o", str(out), env=SENTINELS)
+        assert result.returncode == 0, result.stderr
+        assert "Next steps:" in result.stdout and "eveflow apply -f" in result.stdout
+        files = files_under(out)
+        assert files == files_under(rendered[(target, "cloud")]), "CLI output equals the library's"
+        blob = b"".join(files.values()).decode() + result.stdout + result.stderr
+        assert not [v for v in SENTINELS.values() if v in blob]
+
+
+def test_hostile_name_is_one_line_error_and_writes_nothing(tmp_path):
+    document = yaml.safe_load(PIPELINES["self-hosted"].read_text())
+    document["metadata"]["name"] = "x'; DROP DATABASE EVEFLOW; --/../../etc"
+    path = tmp_path / "hostile.yaml"
+    path.write_text(yaml.safe_dump(document))
+    out = tmp_path / "out"
+    result = _run("render", "--target", "spcs", "-f", str(path), "-o", str(out))
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "metadata.name" in lines[0]
+    assert not out.exists()
+
+
+def test_bad_target_is_refused(tmp_path):
+    result = _run("render", "--target", "kubernetes", "-f", str(PIPELINES["self-hosted"]), "-o", str(tmp_path / "o"))
+    assert result.returncode != 0
+    assert "spcs" in result.stderr and "vm" in result.stderr
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,164 @@
+"""VM output: compose against the Compose specification schema, systemd units through
+systemd-analyze verify, prefect.yaml through Prefect's own prefect.yaml loader, .env.example."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from eveflow_etl.render import inputs
+
+from .conftest import PIPELINES, SCHEMAS, rendered_files
+
+# The Compose specification schema, vendored from the docker-compose 1.29.2 wheel on PyPI
+# (compose/config/compose_spec.json, Apache-2.0, see compose-spec.LICENSE). It predates the
+# top-level `name` and service `depends_on.required`, so the renderer uses neither.
+COMPOSE_SCHEMA = json.loads((SCHEMAS / "compose-spec.json").read_text())
+
+
+def _compose(rendered):
+    return [(p, yaml.safe_load(p.read_text())) for p in rendered_files(rendered, "vm", "docker-compose.yml")]
+
+
+def test_compose_matches_compose_spec(rendered):
+    # The vendored file says draft 2019-09 but is written in draft-07 style ("id", definitions).
+    validator = jsonschema.Draft7Validator(COMPOSE_SCHEMA)
+    for path, compose in _compose(rendered):
+        errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(compose)]
+        assert not errors, f"{path}: {errors}"
+
+
+def test_compose_schema_is_not_vacuous(rendered):
+    _, compose = _compose(rendered)[0]
+    compose["services"]["worker-process"]["restart_policy"] = "always"  # not a Compose key
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(compose, COMPOSE_SCHEMA, cls=jsonschema.Draft7Validator)
+
+
+def test_compose_services_and_profiles(rendered):
+    for path, compose in _compose(rendered):
+        services = compose["services"]
+        assert set(services) == {"worker-process", "worker-docker", "prefect-server", "postgres"}
+        assert services["prefect-server"]["profiles"] == ["single-box"] == services["postgres"]["profiles"]
+        process, docker = services["worker-process"]["command"], services["worker-docker"]["command"]
+        assert process[:2] == ["eveflow", "worker"] and process[process.index("--type") + 1] == "process"
+        assert docker[docker.index("--type") + 1] == "docker"
+        # Exactly one worker starts by default: the one whose pool holds the deployments.
+        assert ["profiles" in services["worker-process"], "profiles" in services["worker-docker"]].count(True) == 1
+        # Values of credentials are never in the file: only ${VAR} references and env_file.
+        text = path.read_text()
+        for match in re.finditer(r"(PASSWORD|USER|API_KEY|AUTH_STRING)\w*: (.+)", text):
+            assert match.group(2).startswith("${"), match.group(0)
+
+
+def test_compose_config_with_docker_if_available(rendered, tmp_path):
+    """`docker compose config` is the real parser; most CI machines here have no Docker."""
+    docker = shutil.which("docker")
+    if not docker or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        pytest.skip("docker compose is not installed; the Compose JSON schema check above covers structure")
+    for path, _ in _compose(rendered):
+        env = path.parent / ".env"
+        env.write_text("PGUSER=u\nPGPASSWORD=p\nPGDATABASE=d\n")
+        try:
+            subprocess.run([docker, "compose", "-f", str(path), "--profile", "single-box", "config", "-q"], check=True)
+        finally:
+            env.unlink()
+
+
+def _systemd_analyze() -> str | None:
+    return shutil.which("systemd-analyze")
+
+
+def test_systemd_units_verify(rendered, tmp_path):
+    analyze = _systemd_analyze()
+    if analyze is None:
+        pytest.skip("systemd-analyze not found (apt-get install systemd); unit syntax left unverified")
+    eveflow = Path(sys.executable).with_name("eveflow")
+    units = rendered_files(rendered, "vm", "systemd/*.service")
+    assert len(units) == 2
+    for unit in units:
+        # verify also checks that ExecStart's binary exists: point it at this venv's eveflow.
+        copy = tmp_path / unit.name
+        copy.write_text(unit.read_text().replace(f"{inputs_install()}/.venv/bin/eveflow", str(eveflow)))
+        result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert "Unknown" not in result.stderr and "ignoring" not in result.stderr, result.stderr
+
+
+def test_systemd_verify_catches_mistakes(tmp_path):
+    analyze = _systemd_analyze()
+    if analyze is None:
+        pytest.skip("systemd-analyze not found")
+    bad = tmp_path / "eveflow-bad.service"
+    bad.write_text("[Service]\nExecStart=eveflow-does-not-exist worker\n")
+    assert subprocess.run([analyze, "verify", str(bad)], capture_output=True).returncode != 0
+
+
+def inputs_install() -> str:
+    from eveflow_etl.render.vm import INSTALL_DIR
+
+    return INSTALL_DIR
+
+
+def test_prefect_yaml_loads_with_prefects_loader(rendered):
+    from rich.console import Console
+
+    from prefect.cli.deploy._config import _load_deploy_configs_and_actions
+    from prefect.cli.deploy._models import PrefectYamlModel
+    from prefect.cli.deploy._schedules import _schedule_config_to_deployment_schedule
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+
+    for path in rendered_files(rendered, "vm", "prefect.yaml"):
+        PrefectYamlModel.model_validate(yaml.safe_load(path.read_text()))  # raises on a bad field
+        console = Console(file=io.StringIO(), width=300)
+        configs, actions = _load_deploy_configs_and_actions(path, console=console)
+        assert console.file.getvalue() == "", console.file.getvalue()  # Prefect prints problems here
+        assert actions["pull"] == []
+        assert configs and all(c["entrypoint"].startswith("eveflow_etl.orchestration.flows:") for c in configs)
+        for config in configs:
+            assert config["work_pool"]["name"] and config["work_pool"]["work_queue_name"]
+            for schedule in config["schedules"]:
+                DeploymentScheduleCreate(**_schedule_config_to_deployment_schedule(schedule))
+
+
+def test_prefect_yaml_carries_the_pipeline(rendered):
+    from eveflow_etl.spec import load_pipeline
+
+    for example, source in PIPELINES.items():
+        pipeline = load_pipeline(source)
+        document = yaml.safe_load((rendered[("vm", example)] / "prefect.yaml").read_text())
+        etl, *rest = document["deployments"]
+        assert etl["name"] == pipeline.name
+        assert etl["entrypoint"] == inputs.ETL_ENTRYPOINT
+        assert etl["parameters"]["regions"] == pipeline.spec.source.regions
+        assert etl["paused"] == pipeline.spec.suspend
+        assert [(s["slug"], s["cron"], s["timezone"]) for s in etl["schedules"]] == [
+            (s.slug, s.cron, s.timezone) for s in pipeline.spec.schedules
+        ]
+        assert [d["name"] for d in rest] == [f"{pipeline.name}-maintenance"]
+        applied = load_pipeline(rendered[("vm", example)] / "pipeline.yaml")
+        assert applied.spec.work_pool.name == etl["work_pool"]["name"]
+        assert applied.spec.schedules == pipeline.spec.schedules
+
+
+def test_env_example_lists_every_variable_without_values(rendered):
+    every = [*inputs.PREFECT_VARIABLES, *inputs.PG_VARIABLES, *inputs.SNOWFLAKE_PG_VARIABLES]
+    for path in rendered_files(rendered, "vm", ".env.example"):
+        assignments = re.findall(r"^(?:# )?([A-Z_]+)=(.*)$", path.read_text(), flags=re.M)
+        assert {name for name, _ in assignments} >= set(every)
+        assert all(value == "" for _, value in assignments), "no values in .env.example"
+
+
+def test_readme_has_apply_command(rendered):
+    for target in ("spcs", "vm"):
+        for readme in rendered_files(rendered, target, "README.md"):
+            assert "eveflow apply -f pipeline.yaml" in readme.read_text()
