@@ -18,8 +18,9 @@ pytestmark = pytest.mark.helm
 CHART_META = yaml.safe_load((CHART / "Chart.yaml").read_text())
 # The oldest version the chart declares (kubeVersion >=1.28) and the newest schemas we have.
 KUBE_VERSIONS = ("1.28.0", kubernetes_validate.latest_version())
-VALUES_CASES = [None, *values_files()]
-CASE_IDS = ["defaults", *[p.stem for p in values_files()]]
+# The kind preset shipped in the chart is one of the realistic cases.
+VALUES_CASES = [None, CHART / "values-kind.yaml", *values_files()]
+CASE_IDS = ["defaults", "chart-values-kind", *[p.stem for p in values_files()]]
 CRD_PATH = ROOT / "crds" / "evepipelines.eveflow.dev.yaml"
 CHART_CRD_PATH = CHART / "crds" / "evepipelines.eveflow.dev.yaml"
 
@@ -242,3 +243,25 @@ def test_chart_crd_is_identical_to_the_repository_crd() -> None:
     assert CHART_CRD_PATH.read_bytes() == CRD_PATH.read_bytes(), (
         "charts/eveflow/crds/ differs from crds/: regenerate both with `eveflow crd`"
     )
+
+
+def test_kind_quick_path_is_under_ten_commands() -> None:
+    doc = (ROOT / "docs" / "kubernetes.md").read_text()
+    block = doc.split("<!-- quick-path:begin", 1)[1].split("<!-- quick-path:end -->", 1)[0]
+    assert len(block.strip().splitlines()) <= 11, "the README block should stay about ten lines"
+    script = block.split("```sh", 1)[1].split("```", 1)[0]
+    commands = [c.strip() for line in script.strip().splitlines() for c in line.split("#")[0].split("&&")]
+    commands = [c for c in commands if c]
+    assert len(commands) < 10, commands
+    for needed in ("kind create cluster --config kind-config.yaml", "docker build", "kind load docker-image",
+                   "helm install", "kubectl create secret", "kubectl apply -f examples/pipeline.yaml",
+                   "kubectl get evp -w"):
+        assert any(c.startswith(needed) for c in commands), needed
+    for path in ("kind-config.yaml", "charts/eveflow/values-kind.yaml", "examples/pipeline.yaml",
+                 "charts/eveflow/argocd/health.lua", "charts/eveflow/argocd/application.yaml"):
+        assert (ROOT / path).exists(), path
+    # The image the walkthrough builds is the chart's default image.
+    assert f"eveflow:{CHART_META['appVersion']}" in script
+    kind_config = yaml.safe_load((ROOT / "kind-config.yaml").read_text())
+    assert kind_config["kind"] == "Cluster" and kind_config["apiVersion"] == "kind.x-k8s.io/v1alpha4"
+    assert f"--name {kind_config['name']}" in script
