@@ -166,11 +166,12 @@ def main() -> None:
 
     for label, value in rate.items():
         print(f"{label:24s} {value:>12,.0f} rows/s")
-    ours = min(rate["ours insert"], rate["ours update"])
-    reference = max(rate["executemany insert"], rate["executemany update"])
     copy_limit = max(rate["raw COPY (write_row)"], rate["raw COPY (numpy)"])
-    print(f"ours (worse pass) {ours:,.0f} rows/s; executemany (better pass) {reference:,.0f}; raw COPY (faster) {copy_limit:,.0f}")
-    print(f"RESULT upsert_vs_executemany={ours / reference:.2f} upsert_vs_copy={ours / copy_limit:.2f}")
+    vs_many = min(rate["ours insert"] / rate["executemany insert"], rate["ours update"] / rate["executemany update"])
+    vs_copy = min(rate["ours insert"], rate["ours update"]) / copy_limit
+    print(f"raw COPY baseline = the faster encoder ({copy_limit:,.0f} rows/s); "
+          f"unchanged pass (not folded in): {rate['ours unchanged']:,.0f} rows/s")
+    print(f"RESULT upsert_vs_executemany={vs_many:.2f} upsert_vs_copy={vs_copy:.2f}")
 
 
 if __name__ == "__main__":
