@@ -9,12 +9,11 @@ to billions, volumes inversely related to price, 1000 orders a page.
 from __future__ import annotations
 
 import bz2
-import csv
 import datetime as dt
 import hashlib
-import io
 import math
 from collections.abc import Iterator, Sequence
+from functools import lru_cache
 
 import numpy as np
 
@@ -78,6 +77,7 @@ def market_types(count: int, seed: int) -> list[int]:
     return sorted(ids)
 
 
+@lru_cache(maxsize=200_000)
 def base_price(seed: int, type_id: int) -> float:
     fixed = {34: 4.2, 35: 9.5, 36: 60.0, 37: 95.0, 38: 520.0, 39: 1100.0, 40: 4900.0,
              44992: 4_800_000.0, 40520: 850_000_000.0, 40519: 420_000_000.0}
@@ -87,31 +87,52 @@ def base_price(seed: int, type_id: int) -> float:
     return round(10 ** (0.3 + 8.7 * u), 2)  # 2 ISK … 1 billion ISK, log-uniform
 
 
+def _history_core(keys: np.ndarray, prices: np.ndarray, day_num: np.ndarray) -> dict[str, np.ndarray]:
+    """Daily figures for types × days: ``keys``/``prices`` shaped (T, 1), ``day_num`` (D,);
+    every result is (T, D). ESI history and the EVE Ref file both come from here."""
+    phase = _u01(keys, np.array([1])) * 2 * math.pi
+    noise = _u01(keys, day_num)
+    average = prices * np.exp(0.12 * np.sin(day_num / 29.0 + phase) + 0.04 * (noise - 0.5))
+    spread = 0.01 + 0.08 * _u01(keys ^ np.uint64(1), day_num)
+    highest = average * (1 + spread)
+    lowest = average * (1 - spread * _u01(keys ^ np.uint64(2), day_num))
+    scale = np.maximum(1.0, 2e9 / np.maximum(prices, 1.0))
+    volume = np.ceil(scale * (0.2 + 1.6 * _u01(keys ^ np.uint64(3), day_num))).astype(np.int64)
+    counts = (5 + 3000 * _u01(keys ^ np.uint64(4), day_num) / (1 + np.log10(np.maximum(prices, 1.0)))).astype(np.int64)
+    order_count = np.maximum(1, np.minimum(volume, counts))
+    rare = _u01(keys, np.array([2])) < 0.3  # some types do not trade every day
+    traded = _u01(keys ^ np.uint64(5), day_num) >= np.where(rare, 0.25, 0.0)
+    return {"average": np.round(average, 2), "highest": np.round(highest, 2), "lowest": np.round(lowest, 2),
+            "order_count": order_count, "volume": volume, "traded": traded}
+
+
+def _keys_prices(seed: int, region_id: int, types: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    keys = np.array([_key(seed, 2, region_id, t) for t in types], dtype=np.uint64).reshape(-1, 1)
+    prices = np.array([base_price(seed, t) for t in types], dtype=np.float64).reshape(-1, 1)
+    return keys, prices
+
+
 def history_rows(seed: int, region_id: int, type_id: int, days: Sequence[dt.date]) -> dict[str, np.ndarray]:
     """Columns of the daily history of one type in one region for the given days (days with no
     trades are left out, as ESI does)."""
     day_num = np.array([d.toordinal() for d in days], dtype=np.int64)
-    key = _key(seed, 2, region_id, type_id)
-    price = base_price(seed, type_id)
-    phase = float(_u01(key, np.array([1]))[0]) * 2 * math.pi
-    noise = _u01(key, day_num)
-    average = price * np.exp(0.12 * np.sin(day_num / 29.0 + phase) + 0.04 * (noise - 0.5))
-    spread = 0.01 + 0.08 * _u01(key ^ np.uint64(1), day_num)
-    highest = average * (1 + spread)
-    lowest = average * (1 - spread * _u01(key ^ np.uint64(2), day_num))
-    scale = max(1.0, 2e9 / max(price, 1.0))
-    volume = np.ceil(scale * (0.2 + 1.6 * _u01(key ^ np.uint64(3), day_num))).astype(np.int64)
-    order_count = np.maximum(1, np.minimum(volume, (5 + 3000 * _u01(key ^ np.uint64(4), day_num) / (1 + np.log10(price))).astype(np.int64)))
-    rare = float(_u01(key, np.array([2]))[0]) < 0.3  # some types do not trade every day
-    traded = _u01(key ^ np.uint64(5), day_num) >= (0.25 if rare else 0.0)
-    return {
-        "date": np.array([d.isoformat() for d in days])[traded],
-        "average": np.round(average, 2)[traded],
-        "highest": np.round(highest, 2)[traded],
-        "lowest": np.round(lowest, 2)[traded],
-        "order_count": order_count[traded],
-        "volume": volume[traded],
-    }
+    keys, prices = _keys_prices(seed, region_id, [type_id])
+    core = {k: v[0] for k, v in _history_core(keys, prices, day_num).items()}
+    traded = core.pop("traded")
+    out = {"date": np.array([d.isoformat() for d in days])[traded]}
+    out.update({k: v[traded] for k, v in core.items()})
+    return out
+
+
+def history_day(seed: int, region_id: int, types: Sequence[int], day: dt.date) -> dict[str, np.ndarray]:
+    """One day of every type in a region (vectorised; for the EVE Ref file). Same figures as
+    :func:`history_rows`; types that did not trade that day are left out."""
+    keys, prices = _keys_prices(seed, region_id, types)
+    core = {k: v[:, 0] for k, v in _history_core(keys, prices, np.array([day.toordinal()])).items()}
+    traded = core.pop("traded")
+    out = {"type_id": np.asarray(types, dtype=np.int64)[traded]}
+    out.update({k: v[traded] for k, v in core.items()})
+    return out
 
 
 def history_json(seed: int, region_id: int, type_id: int, today: dt.date, n_days: int) -> list[dict]:
@@ -220,20 +241,16 @@ EVEREF_COLUMNS = ("average", "date", "highest", "lowest", "order_count", "volume
 def everef_csv_bz2(seed: int, regions: Sequence[int], types: Sequence[int], day: dt.date) -> Iterator[bytes]:
     """The EVE Ref daily file as bz2-compressed CSV chunks, generated region by region."""
     comp = bz2.BZ2Compressor(6)
-    last_modified = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(11, 5), dt.UTC)
-    stamp = last_modified.strftime("%Y-%m-%dT%H:%M:%SZ")
-    header = io.StringIO()
-    csv.writer(header, lineterminator="\n").writerow(EVEREF_COLUMNS)
-    yield comp.compress(header.getvalue().encode())
+    stamp = (dt.datetime.combine(day + dt.timedelta(days=1), dt.time(11, 5), dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    yield comp.compress((",".join(EVEREF_COLUMNS) + "\n").encode())
+    date = day.isoformat()
     for region_id in regions:
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        for type_id in types:
-            cols = history_rows(seed, region_id, type_id, [day])
-            for k in range(len(cols["date"])):
-                w.writerow((cols["average"][k], cols["date"][k], cols["highest"][k], cols["lowest"][k],
-                            cols["order_count"][k], cols["volume"][k], region_id, type_id, stamp))
-        data = comp.compress(buf.getvalue().encode())
+        cols = history_day(seed, region_id, types, day)
+        lines = [f"{a},{date},{h},{lo},{c},{v},{region_id},{t},{stamp}\n"
+                 for a, h, lo, c, v, t in zip(cols["average"].tolist(), cols["highest"].tolist(),
+                                             cols["lowest"].tolist(), cols["order_count"].tolist(),
+                                             cols["volume"].tolist(), cols["type_id"].tolist())]
+        data = comp.compress("".join(lines).encode())
         if data:
             yield data
     yield comp.flush()

@@ -252,19 +252,25 @@ class _Handlers:
                                            "ETag": f'"{s.config.seed}-{day.isoformat()}-{len(s.types)}"'})
         await resp.prepare(request)
         sent = 0
-        for chunk in data.everef_csv_bz2(s.config.seed, s.config.everef_regions, s.types, day):
-            sent += len(chunk)
-            await resp.write(chunk)
-            if fault and fault.truncate and sent > 0:
-                if request.transport is not None:
-                    request.transport.close()
-                break
+        # Generated in a worker thread: a big file must not stall the other requests.
+        chunks = data.everef_csv_bz2(s.config.seed, s.config.everef_regions, s.types, day)
+        loop = asyncio.get_running_loop()
+        try:
+            while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
+                sent += len(chunk)
+                await resp.write(chunk)
+                if fault and fault.truncate:
+                    if request.transport is not None:
+                        request.transport.close()
+                    break
+            else:
+                await resp.write_eof()
+        except ConnectionError:  # the client went away
+            pass
         s.stats.requests += 1
         s.stats.by_status[200] += 1
         s.stats.body_bytes += sent
         s.stats.events.append((round(time.time(), 3), request.path_qs, 200))
-        if not (fault and fault.truncate):
-            await resp.write_eof()
         return resp
 
     # --- admin -----------------------------------------------------------------------------
