@@ -190,3 +190,18 @@ def test_unreachable_database_is_one_line_without_password():
         run_etl("esi-history", [1], None, "postgresql://u:hunter2@127.0.0.1:1/x", settings=SETTINGS, batches=[])
     message = str(err.value)
     assert "127.0.0.1:1" in message and "hunter2" not in message and "\n" not in message
+
+
+def test_destination_profiles():
+    from eveflow_etl.destinations import describe, resolve_dsn
+
+    crunchy = resolve_dsn("crunchy", "postgresql://app:pw@p.abc.db.example:5432/main?sslmode=disable", SETTINGS)
+    assert "sslmode=require" in crunchy
+    env = {"SNOWFLAKE_POSTGRES_HOST": "sf.example", "SNOWFLAKE_POSTGRES_USER": "u",
+           "SNOWFLAKE_POSTGRES_PASSWORD": "topsecret", "SNOWFLAKE_POSTGRES_DATABASE": "eve"}
+    snow = resolve_dsn("snowflake", None, SETTINGS, env)
+    assert "sslmode=require" in snow and describe(snow) == "sf.example:5432/eve"
+    with pytest.raises(ConfigError, match="SNOWFLAKE_POSTGRES_PASSWORD"):
+        resolve_dsn("snowflake", None, SETTINGS, {k: v for k, v in env.items() if "PASSWORD" not in k})
+    with pytest.raises(ConfigError, match="unknown --profile"):
+        resolve_dsn("oracle", None, SETTINGS)
