@@ -123,31 +123,50 @@ def test_prefect_yaml_loads_with_prefects_loader(rendered):
         configs, actions = _load_deploy_configs_and_actions(path, console=console)
         assert console.file.getvalue() == "", console.file.getvalue()  # Prefect prints problems here
         assert actions["pull"] == []
-        assert configs and all(c["entrypoint"].startswith("eveflow_etl.orchestration.flows:") for c in configs)
+        assert configs and all(c["entrypoint"].startswith("eveflow_etl.orchestration.flows.") for c in configs)
         for config in configs:
             assert config["work_pool"]["name"] and config["work_pool"]["work_queue_name"]
             for schedule in config["schedules"]:
                 DeploymentScheduleCreate(**_schedule_config_to_deployment_schedule(schedule))
 
 
-def test_prefect_yaml_carries_the_pipeline(rendered):
+def test_prefect_yaml_is_what_eveflow_apply_creates(rendered):
+    """Same names, pools, queues, parameters, schedules (with time zones) as the sync library."""
+    from eveflow_etl.orchestration.deployments import desired_deployments
     from eveflow_etl.spec import load_pipeline
 
     for example, source in PIPELINES.items():
-        pipeline = load_pipeline(source)
-        document = yaml.safe_load((rendered[("vm", example)] / "prefect.yaml").read_text())
-        etl, *rest = document["deployments"]
-        assert etl["name"] == pipeline.name
-        assert etl["entrypoint"] == inputs.ETL_ENTRYPOINT
-        assert etl["parameters"]["regions"] == pipeline.spec.source.regions
-        assert etl["paused"] == pipeline.spec.suspend
-        assert [(s["slug"], s["cron"], s["timezone"]) for s in etl["schedules"]] == [
-            (s.slug, s.cron, s.timezone) for s in pipeline.spec.schedules
-        ]
-        assert [d["name"] for d in rest] == [f"{pipeline.name}-maintenance"]
-        applied = load_pipeline(rendered[("vm", example)] / "pipeline.yaml")
-        assert applied.spec.work_pool.name == etl["work_pool"]["name"]
-        assert applied.spec.schedules == pipeline.spec.schedules
+        out = rendered[("vm", example)]
+        applied = load_pipeline(out / "pipeline.yaml")  # what the README tells the user to apply
+        original = load_pipeline(source)
+        assert applied.spec.schedules == original.spec.schedules
+        assert applied.spec.source == original.spec.source
+        document = yaml.safe_load((out / "prefect.yaml").read_text())
+        desired = desired_deployments(applied, "default")
+        assert [d["name"] for d in document["deployments"]] == [d.name for d in desired]
+        for rendered_deployment, want in zip(document["deployments"], desired):
+            assert rendered_deployment["parameters"] == want.body["parameters"]
+            assert rendered_deployment["entrypoint"] == want.body["entrypoint"]
+            assert rendered_deployment["work_pool"]["name"] == applied.spec.work_pool.name
+            assert [(s["slug"], s["cron"], s["timezone"], s["active"]) for s in rendered_deployment["schedules"]] == [
+                (s["slug"], s["schedule"]["cron"], s["schedule"]["timezone"], s["active"]) for s in want.schedules
+            ]
+        etl = document["deployments"][0]
+        assert [(s["slug"], s["timezone"]) for s in etl["schedules"]] == [(s.slug, s.timezone) for s in original.spec.schedules]
+        assert etl["paused"] == original.spec.suspend
+
+
+def test_prefect_yaml_entrypoints_load_and_accept_parameters(rendered):
+    """Prefect loads each entrypoint as `prefect deploy` would and validates the parameters
+    against the flow's signature."""
+    from prefect.flows import load_flow_from_entrypoint
+
+    for path in rendered_files(rendered, "vm", "prefect.yaml"):
+        for deployment in yaml.safe_load(path.read_text())["deployments"]:
+            flow = load_flow_from_entrypoint(deployment["entrypoint"])
+            flow.validate_parameters(deployment["parameters"])
+            for schedule in deployment["schedules"]:
+                flow.validate_parameters({**deployment["parameters"], **schedule["parameters"]})
 
 
 def test_env_example_lists_every_variable_without_values(rendered):

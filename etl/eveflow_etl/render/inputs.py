@@ -1,4 +1,4 @@
-"""What both render targets derive from one EvePipeline: env variables, hosts, deployments.
+"""What both render targets derive from one EvePipeline: env variables, hosts, the pool.
 
 Pure functions of the pipeline (no environment reads, no I/O), so a render is deterministic and
 can never pick up a secret value from the machine it runs on.
@@ -17,9 +17,6 @@ from eveflow_etl.errors import ConfigError
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.spec import EvePipeline, WorkPoolSpec
 
-# The flows the deployments run (the installed package's entrypoints; see the Prefect issue).
-ETL_ENTRYPOINT = "eveflow_etl.orchestration.flows:eve_market_etl"
-MAINTENANCE_ENTRYPOINT = "eveflow_etl.orchestration.flows:eve_maintenance"
 WORKER_PORT = 8080
 DEFAULT_IMAGE = "eveflow:latest"
 CLOUD_API_HOST = "api.prefect.cloud"
@@ -167,41 +164,6 @@ def pipeline_document(pipeline: EvePipeline, comment: str) -> str:
     document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
     header = "".join(f"# {line}\n" if line else "#\n" for line in comment.splitlines())
     return header + dump_yaml(document)
-
-
-def default_queue(pipeline: EvePipeline) -> str:
-    """The queue deployments go to: 'default' when the pool has one, else the first by priority."""
-    queues = sorted(pipeline.spec.work_pool.queues, key=lambda q: (q.priority, q.name))
-    names = [q.name for q in queues]
-    return "default" if "default" in names else names[0]
-
-
-def etl_parameters(pipeline: EvePipeline) -> dict[str, Any]:
-    """Parameters of the eve-market-etl deployment (source, regions, types, profile, schema,
-    table, pipeline name), as the Prefect issue defines the flow."""
-    spec = pipeline.spec
-    parameters: dict[str, Any] = {
-        "pipeline": pipeline.name,
-        "source": spec.source.kind.value,
-        "regions": list(spec.source.regions),
-        "profile": spec.destination.profile,
-        "schema": spec.destination.db_schema,
-        "table": spec.destination.table or spec.source.kind.default_table,
-        "fan_out": spec.source.fan_out,
-    }
-    if spec.source.types:
-        parameters["types"] = list(spec.source.types)
-    return parameters
-
-
-def maintenance_parameters(pipeline: EvePipeline) -> dict[str, Any]:
-    spec = pipeline.spec
-    return {
-        "pipeline": pipeline.name,
-        "profile": spec.destination.profile,
-        "schema": spec.destination.db_schema,
-        "retention_days": spec.maintenance.retention_days,
-    }
 
 
 class _Dumper(yaml.SafeDumper):

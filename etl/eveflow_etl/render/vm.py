@@ -163,45 +163,44 @@ WantedBy=multi-user.target
 """
 
 
-def _deployment(pipeline: EvePipeline, name: str, entrypoint: str, description: str, parameters: dict,
-                pools: Pools, queue: str, schedules: list[dict]) -> dict:
+def _schedule(api_schedule: dict) -> dict:
+    """A schedule as the sync library sends it to the API → the prefect.yaml form."""
+    schedule = api_schedule["schedule"]
     return {
-        "name": name,
-        "entrypoint": entrypoint,
-        "description": description,
-        "parameters": parameters,
-        "work_pool": {"name": pools.deployments, "work_queue_name": queue, "job_variables": {}},
-        "schedules": schedules,
-        "paused": pipeline.spec.suspend,
-        "tags": ["eveflow", f"eveflow-pipeline:{pipeline.name}"],
+        "slug": api_schedule["slug"],
+        "cron": schedule["cron"],
+        "timezone": schedule["timezone"],
+        "day_or": schedule["day_or"],
+        "active": api_schedule["active"],
+        "parameters": api_schedule["parameters"],
     }
 
 
 def build_prefect_yaml(pipeline: EvePipeline) -> dict:
-    """prefect.yaml for ``prefect deploy --all`` (``eveflow apply`` does the same from the pipeline)."""
-    pools = pools_for(pipeline)
-    spec = pipeline.spec
-    queue = inputs.default_queue(pipeline)
-    etl_schedules = [
-        {"slug": s.slug, "cron": s.cron, "timezone": s.timezone, "active": s.active, "parameters": s.parameters}
-        for s in spec.schedules
-    ]
-    deployments = [
-        _deployment(
-            pipeline, pipeline.etl_deployment_name, inputs.ETL_ENTRYPOINT,
-            f"EVE market data ({spec.source.kind.value}) into {spec.destination.db_schema}; pipeline {pipeline.name}.",
-            inputs.etl_parameters(pipeline), pools, queue, etl_schedules,
-        )
-    ]
-    if spec.maintenance.enabled:
-        deployments.append(
-            _deployment(
-                pipeline, pipeline.maintenance_deployment_name, inputs.MAINTENANCE_ENTRYPOINT,
-                f"Housekeeping of pipeline {pipeline.name}: prune, ANALYZE, trim the ESI cache.",
-                inputs.maintenance_parameters(pipeline), pools, queue,
-                [{"slug": "maintenance", "cron": spec.maintenance.cron, "timezone": "UTC", "active": True}],
-            )
-        )
+    """prefect.yaml for ``prefect deploy --all``: the very deployments ``eveflow apply`` creates
+    (built by the Prefect sync library's ``desired_deployments``, not a second copy of it)."""
+    # Imported here: it loads the flows (for their parameter schema), which renders of SPCS skip.
+    from eveflow_etl.orchestration.deployments import desired_deployments
+
+    namespace = pipeline.metadata.namespace or "default"  # as `eveflow apply` tags them
+    deployments = []
+    for desired in desired_deployments(pipeline, namespace):
+        body = desired.body
+        deployments.append({
+            "name": desired.name,
+            "entrypoint": body["entrypoint"],
+            "description": body["description"],
+            "tags": body["tags"],
+            "parameters": body["parameters"],
+            "enforce_parameter_schema": body["enforce_parameter_schema"],
+            "paused": body["paused"],
+            "work_pool": {
+                "name": body["work_pool_name"],
+                "work_queue_name": body["work_queue_name"],
+                "job_variables": body["job_variables"],
+            },
+            "schedules": [_schedule(s) for s in desired.schedules],
+        })
     # The flows come from the installed eveflow package, so there is nothing to pull.
     return {"name": f"eveflow-{pipeline.name}", "pull": [], "deployments": deployments}
 
