@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pandas as pd
 import pytest
 
 from eveflow_etl.datasets import SourceKind
@@ -42,7 +43,6 @@ def test_orders_page_that_keeps_failing_fails_loudly_and_yields_nothing_of_the_r
         for batch in fetch(SourceKind.ESI_ORDERS, [DOMAIN, FORGE], None, settings_for(server, tmp_path)):
             got.append(batch)
     assert [b.region_id for b in got] == [DOMAIN]  # the whole Forge snapshot was withheld
-    assert "\n" not in str(SourceError)
 
 
 def test_orders_filtered_by_type_keep_the_type_list(esi_server, esi_settings):
@@ -71,10 +71,10 @@ def test_history_skips_types_without_market_and_counts_them(esi_server, tmp_path
     assert skipped == [(99999999, "HTTP 404: Type not found!")]
     for batch in batches:
         assert list(batch.frame.columns[:8]) == HISTORY_COLUMNS and not batch.snapshot_complete
-    frame = __import__("pandas").concat([b.frame for b in batches])
+    frame = pd.concat([b.frame for b in batches])
     assert set(frame["type_id"]) == {34, 35, 36} and (frame["region_id"] == FORGE).all()
     assert rows == len(frame.drop_duplicates(["type_id", "date"]))
-    assert frame["date"].max() < dt.date.today().isoformat() or frame["date"].max() <= dt.date.today().isoformat()
+    assert frame["date"].max() < dt.datetime.now(dt.UTC).date().isoformat()  # history ends yesterday
 
 
 def test_history_without_types_lists_the_market_types(esi_server_factory, tmp_path):
