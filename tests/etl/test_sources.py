@@ -39,9 +39,10 @@ def test_orders_page_that_keeps_failing_fails_loudly_and_yields_nothing_of_the_r
     server = esi_server_factory(orders_per_region=5500)
     server.admin.fault(region=FORGE, page=4, status=502, count=None)
     got = []
-    with pytest.raises(SourceError, match=r"region 10000002: page 4 failed .*HTTP 502.*nothing of this"):
+    with pytest.raises(SourceError, match=r"region 10000002: page 4 failed .*HTTP 502.*nothing of this") as info:
         for batch in fetch(SourceKind.ESI_ORDERS, [DOMAIN, FORGE], None, settings_for(server, tmp_path)):
             got.append(batch)
+    assert "\n" not in str(info.value)
     assert [b.region_id for b in got] == [DOMAIN]  # the whole Forge snapshot was withheld
 
 
