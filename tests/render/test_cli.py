@@ -64,3 +64,38 @@ def test_bad_target_is_refused(tmp_path):
     assert result.returncode != 0
     assert "spcs" in result.stderr and "vm" in result.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _worker_command_lines(rendered) -> list[tuple[str, list[str]]]:
+    """Every `eveflow worker …` command line the renders contain: SPCS spec, compose, systemd."""
+    import shlex
+
+    found = []
+    for (target, example), root in rendered.items():
+        if target == "spcs":
+            (container,) = yaml.safe_load((root / "service-spec.yaml").read_text())["spec"]["containers"]
+            found.append((f"{example} spcs", container["command"] + container["args"]))
+        else:
+            for name, service in yaml.safe_load((root / "docker-compose.yml").read_text())["services"].items():
+                if name.startswith("worker-"):
+                    found.append((f"{example} compose {name}", service["command"]))
+            for unit in (root / "systemd").glob("*.service"):
+                (exec_start,) = [line for line in unit.read_text().splitlines() if line.startswith("ExecStart=")]
+                argv = shlex.split(exec_start.removeprefix("ExecStart="))
+                found.append((f"{example} {unit.name}", ["eveflow", *argv[1:]]))
+    return found
+
+
+def test_rendered_worker_commands_parse_with_the_real_cli(rendered):
+    """The worker entrypoint's own option parser accepts every rendered command line."""
+    import typer
+
+    from eveflow_etl.cli import app
+
+    worker = typer.main.get_command(app).commands["worker"]
+    lines = _worker_command_lines(rendered)
+    assert len(lines) == 2 + 2 * 3
+    for where, argv in lines:
+        assert argv[:2] == ["eveflow", "worker"], where
+        params = worker.make_context("worker", list(argv[2:])).params
+        assert params["pool"] and params["port"] == 8080, where
