@@ -11,6 +11,7 @@ Errors are mapped here and only here:
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
@@ -28,6 +29,9 @@ from eveflow_etl.orchestration.types import (
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
+_RETRIES = 3
+_RETRY_STATUS = {429, 502, 503}
+_BACKOFF_SECONDS = 0.5
 
 
 def auth_headers(conn: PrefectConnection) -> dict[str, str]:
@@ -77,19 +81,30 @@ class PrefectApi:
 
     async def write(self, method: str, path: str, body: dict[str, Any] | None = None, *,
                     missing_ok: bool = False) -> Any:
-        """POST/PATCH/DELETE, counted in :attr:`writes` (also when it fails)."""
-        self.writes += 1
-        return await self._request(method, path, json_body=body, missing_ok=missing_ok)
+        """POST/PATCH/DELETE, counted in :attr:`writes` (every attempt, also when it fails)."""
+        return await self._request(method, path, json_body=body, missing_ok=missing_ok, count=True)
 
     # -- the one place errors are mapped -------------------------------------------------------
     async def _request(self, method: str, path: str, *, json_body: Any = None,
-                       missing_ok: bool = False) -> Any:
+                       missing_ok: bool = False, count: bool = False) -> Any:
         where = self.conn.api_url
         try:
-            response = await self._http.request(
-                method, path.lstrip("/"), content=None if json_body is None else json.dumps(json_body),
-                headers={"Content-Type": "application/json"} if json_body is not None else None,
-            )
+            for attempt in range(_RETRIES + 1):
+                # Retried: refused connections and 429/502/503 (SQLite busy, a restarting server);
+                # the request did not take effect. Other failures may have, so they are not.
+                self.writes += count
+                try:
+                    response = await self._http.request(
+                        method, path.lstrip("/"), content=None if json_body is None else json.dumps(json_body),
+                        headers={"Content-Type": "application/json"} if json_body is not None else None,
+                    )
+                except httpx.ConnectError:
+                    if attempt == _RETRIES:
+                        raise
+                else:
+                    if response.status_code not in _RETRY_STATUS or attempt == _RETRIES:
+                        break
+                await asyncio.sleep(_BACKOFF_SECONDS * 2**attempt)
         except httpx.TimeoutException:
             raise PrefectUnavailable(f"Prefect API at {where} did not answer in time ({method} {path})") from None
         except httpx.HTTPError as exc:

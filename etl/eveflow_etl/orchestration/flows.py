@@ -43,12 +43,14 @@ def load_region(
     table: str | None, pipeline_name: str,
 ) -> dict[str, int]:
     """Run the ETL engine for one region (it writes its own ledger row); return its counts."""
+    from eveflow_etl.destinations import resolve_dsn
     from eveflow_etl.run import run_etl
     from eveflow_etl.settings import load_settings
 
+    settings = load_settings()
     report = run_etl(
-        source, [region], types, destination,
-        schema=db_schema, table=table, pipeline_name=pipeline_name, settings=load_settings(),
+        source, [region], types, resolve_dsn(destination, None, settings),
+        schema=db_schema, table=table, pipeline_name=pipeline_name, settings=settings,
     )
     return counts_of_report(report)
 

@@ -75,6 +75,6 @@ def run_maintenance(*, destination: str, schema: str, table: str | None, source:
 
     settings = load_settings()
     table = table or SourceKind(source).default_table
-    result = prune_and_analyze(resolve_dsn(destination), schema, table, retention_days)
+    result = prune_and_analyze(resolve_dsn(destination, None, settings), schema, table, retention_days)
     result["cache_files_removed"] = trim_cache(settings.cache_dir, cache_max_age_days)
     return result

@@ -36,6 +36,8 @@ def counts_of_report(report: Any) -> dict[str, int]:
     """The counts of a ``RunReport`` (totals over its regions) as a plain dict."""
     if isinstance(report, dict):
         source = report
+    elif getattr(report, "totals", None) is not None:
+        source = {name: _get(report.totals, name) for name in COUNT_FIELDS}
     else:
         source = {name: getattr(report, name, None) for name in COUNT_FIELDS}
         if any(value is None for value in source.values()):
