@@ -1,42 +1,44 @@
 {{/*
-RBAC rules, derived from what the operator calls (tests/chart/test_rbac.py compares them with the
-API requests the operator makes against the API emulator).
+RBAC rules: exactly the API calls the operator makes (tests/chart/test_rbac.py runs the operator
+from this chart against the API emulator and compares its recorded requests with these rules).
 */}}
 
 {{/* Rules in every namespace the operator manages (ClusterRole when cluster-wide, else Roles). */}}
 {{- define "eveflow.rbac.namespacedRules" -}}
-# EvePipelines: watch them, add/remove the finalizer and kopf's progress annotations.
+# EvePipelines: kopf lists and watches them and patches its finalizer and progress annotations.
 - apiGroups: [eveflow.dev]
   resources: [evepipelines]
-  verbs: [get, list, watch, patch]
+  verbs: [list, watch, patch]
 - apiGroups: [eveflow.dev]
   resources: [evepipelines/status]
-  verbs: [get, patch]
-# Children set ownerReferences with blockOwnerDeletion: that needs update on the owner's finalizers.
+  verbs: [patch]
+# Children carry ownerReferences with blockOwnerDeletion: that needs update on the owner's
+# finalizers (OwnerReferencesPermissionEnforcement admission).
 - apiGroups: [eveflow.dev]
   resources: [evepipelines/finalizers]
   verbs: [update]
-# The worker's Deployment and ServiceAccount, and for kubernetes pools its Role + RoleBinding.
+# The worker's Deployment and ServiceAccount: read, then server-side apply (create on first apply).
+# Deleted by the garbage collector with the EvePipeline, never by the operator.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, create, patch]
 - apiGroups: [""]
   resources: [serviceaccounts]
-  verbs: [get, list, watch, create, patch, delete]
+  verbs: [get, create, patch]
+# For kubernetes work pools, the worker's Role + RoleBinding; deleted when the pool type changes.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, list, watch, create, patch, delete]
-# Prefect credentials referenced by spec.prefect.*SecretRef (read only, by name).
+  verbs: [get, create, patch, delete]
+# Prefect credentials and the destination Secret named in the spec (read by name only).
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get]
-# Events on the EvePipelines (kopf and the operator); read verbs are granted on to the worker.
+# Events on the EvePipelines; the read verbs are the worker Role's (see below).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create, patch, get, list, watch]
-# RBAC escalation rule: the operator can only create a Role granting what it holds itself.
-# These are exactly the rules of the worker Role it creates for kubernetes work pools
-# (operator/eveflow_operator/rbac.py WORKER_RULES; the events rule is merged above).
+  verbs: [create, get, list, watch]
+# RBAC escalation prevention: the operator may only create a Role granting what it holds itself.
+# These are exactly the rules of the worker Role (operator/eveflow_operator/rbac.py WORKER_RULES).
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create, update, patch, delete]
@@ -48,16 +50,9 @@ API requests the operator makes against the API emulator).
   verbs: [get, list, watch]
 {{- end }}
 
-{{/* Cluster-scoped rules kopf needs to discover resources. */}}
+{{/* Cluster-scoped rules: kopf watches CRDs to learn when the EvePipeline CRD appears or changes. */}}
 {{- define "eveflow.rbac.clusterRules" -}}
-# kopf watches CRDs to learn when the EvePipeline CRD appears or changes.
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
-{{- if not .Values.operator.watchNamespaces }}
-# Cluster-wide mode: kopf follows namespaces as they come and go.
-- apiGroups: [""]
-  resources: [namespaces]
-  verbs: [list, watch]
-{{- end }}
 {{- end }}
