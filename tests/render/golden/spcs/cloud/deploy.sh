@@ -35,7 +35,7 @@ else
   docker build --platform linux/amd64 -t "$local_image" "$build_context"
 fi
 
-echo "==> 3/5 Log in and push to "EVEFLOW"."IMAGE_SCHEMA"."IMAGE_REPO""
+echo "==> 3/5 Log in and push to EVEFLOW.IMAGE_SCHEMA.IMAGE_REPO"
 registry="$(snow spcs image-registry url "${snow_args[@]}")"
 repository="$registry/eveflow/image_schema/image_repo/eveflow-worker"
 snow spcs image-registry login "${snow_args[@]}"
