@@ -15,7 +15,7 @@ import pytest
 
 from eveflow_operator import metrics as operator_metrics
 from eveflow_operator.rbac import WORKER_RULES
-from eveflow_operator.runner import kopf_argv
+from eveflow_operator import runner
 from eveflow_operator.settings import OperatorSettings
 
 from .conftest import CHART, RELEASE, ROOT, Helm, by_kind, one, values_files
@@ -25,6 +25,17 @@ pytestmark = pytest.mark.helm
 # Metrics the dashboard shows that no code exports yet (asked of the operator's owner):
 # rows loaded by each pipeline's last run, from status.lastRun.rowsLoaded.
 PENDING_METRICS = {"eveflow_operator_last_run_rows_loaded"}
+
+
+def _kopf_run(settings: OperatorSettings) -> tuple[str | None, bool, list[str]]:
+    """(liveness endpoint, cluster-wide?, namespaces) that `eveflow operator` gives kopf."""
+    if hasattr(runner, "kopf_options"):
+        options = runner.kopf_options(settings)
+        return options.get("liveness_endpoint"), options["clusterwide"], list(options["namespaces"])
+    argv = runner.kopf_argv(settings)  # the earlier `kopf run` command-line form
+    liveness = argv[argv.index("--liveness") + 1] if "--liveness" in argv else None
+    namespaces = [argv[i + 1] for i, a in enumerate(argv) if a == "--namespace"]
+    return liveness, "--all-namespaces" in argv, namespaces
 
 
 def _operator_container(manifests: list[dict]) -> dict:
@@ -56,8 +67,8 @@ def test_operator_env_names_are_settings(helm: Helm, values: Path | None, monkey
     assert settings.metrics_port == ports["metrics"]
     assert settings.health_port == ports["health"]
     # kopf serves the liveness endpoint the probes call.
-    argv = kopf_argv(settings)
-    assert f"http://0.0.0.0:{ports['health']}/healthz" in argv
+    liveness, _, _ = _kopf_run(settings)
+    assert liveness == f"http://0.0.0.0:{ports['health']}/healthz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert settings.worker_image == container["image"]
 
@@ -66,8 +77,8 @@ def test_watch_namespaces_reach_kopf(helm: Helm, monkeypatch: pytest.MonkeyPatch
     container = _operator_container(helm.template(ROOT / "tests/chart/values/watch-namespaces.yaml"))
     settings = _settings_from(container, monkeypatch)
     assert settings.namespaces == ["etl-dev", "etl-prod"]
-    argv = kopf_argv(settings)
-    assert "--all-namespaces" not in argv and argv.count("--namespace") == 2
+    _, clusterwide, namespaces = _kopf_run(settings)
+    assert not clusterwide and namespaces == ["etl-dev", "etl-prod"]
     assert settings.resync_seconds == 120
     assert settings.prefect_api_url == "http://prefect-server.prefect.svc:4200/api"
 
