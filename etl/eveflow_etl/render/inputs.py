@@ -66,7 +66,7 @@ def check_renderable(pipeline: EvePipeline) -> EvePipeline:
     from eveflow_etl.spec import parse_pipeline
 
     document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
-    pipeline = parse_pipeline(document, origin=f"pipeline '{document.get('metadata', {}).get('name')}'")
+    pipeline = parse_pipeline(document, origin="pipeline")  # the name itself may be hostile: not echoed
     image = pipeline.spec.worker.image
     if image is not None and not _IMAGE_REF_RE.match(image):
         # The image lands in deploy.sh and in compose's ${EVEFLOW_IMAGE:-...}: no shell or

@@ -177,7 +177,7 @@ def _resources(pipeline: EvePipeline) -> dict:
 
 def build_service_spec(pipeline: EvePipeline, names: Names) -> dict:
     """The SPCS service specification (a plain dict; see tests/render for its schema)."""
-    env = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR, "EVEFLOW_PIPELINE": names.pipeline}
+    env = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
     env.update(inputs.fixed_database_env(pipeline))
     url = inputs.prefect_api_url(pipeline)
     if url:

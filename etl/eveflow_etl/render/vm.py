@@ -240,6 +240,16 @@ def build_env_example(pipeline: EvePipeline) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _systemd_note(pools: Pools) -> str:
+    if pools.deployments_type == "process":
+        return ""
+    return (
+        f"The unit runs a worker for the process pool `{pools.process}`; this pipeline's deployments are on\n"
+        f"the docker pool `{pools.deployments}`, so set `workPool: {{name: {pools.process}, type: process}}` in\n"
+        "`pipeline.yaml` before `eveflow apply` to run them without Docker.\n\n"
+    )
+
+
 def build_readme(pipeline: EvePipeline) -> str:
     pools = pools_for(pipeline)
     unit = unit_name(pipeline)
@@ -268,7 +278,7 @@ The docker worker's image needs `prefect-docker`; flow-run containers use the po
    `eveflow apply -f pipeline.yaml` (with `PREFECT_API_URL` and the credential in your shell).
 
 ## Without Docker (systemd)
-1. `python3.11 -m venv {INSTALL_DIR}/.venv && {INSTALL_DIR}/.venv/bin/pip install eveflow`
+{_systemd_note(pools)}1. `python3.11 -m venv {INSTALL_DIR}/.venv && {INSTALL_DIR}/.venv/bin/pip install ./eveflow` (the checkout or a wheel of it)
 2. `useradd --system eveflow`; put the filled-in `.env` at `{ENV_FILE}` (mode 0600).
 3. `cp systemd/{unit} /etc/systemd/system/ && systemctl daemon-reload && systemctl enable --now {unit}`
 4. `eveflow apply -f pipeline.yaml`
