@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from eveflow_etl.cli.app import app, dev_app  # noqa: F401
+from eveflow_etl.cli.app import app
 from eveflow_etl.render import Target
 
 _NEXT_STEPS = {

@@ -13,7 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from eveflow_etl.errors import ConfigError
-from eveflow_etl.render import inputs, spcs, vm
+from eveflow_etl.render import inputs, spcs, spcs_deploy, vm
 from eveflow_etl.spec import EvePipeline
 
 __all__ = ["Target", "render"]
@@ -35,8 +35,8 @@ def _spcs_files(pipeline: EvePipeline) -> dict[str, str]:
     files = {
         spcs.SPEC_FILE: inputs.dump_yaml(spcs.build_service_spec(adapted, names)),
         "setup.sql": spcs.build_setup_sql(adapted, names),
-        "deploy.sh": spcs.build_deploy_sh(adapted, names),
-        "README.md": spcs.build_readme(adapted, names),
+        "deploy.sh": spcs_deploy.build_deploy_sh(adapted, names),
+        "README.md": spcs_deploy.build_readme(adapted, names),
         "pipeline.yaml": inputs.pipeline_document(
             adapted,
             f"Pipeline '{pipeline.name}' for Snowpark Container Services: its work pool is the process\n"
