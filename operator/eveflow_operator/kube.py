@@ -15,6 +15,10 @@ from urllib.parse import quote
 
 import aiohttp
 
+from eveflow_etl import __version__
+
+USER_AGENT = f"eveflow-operator/{__version__}"
+
 PLURALS = {
     "ServiceAccount": "serviceaccounts",
     "Secret": "secrets",
@@ -87,7 +91,7 @@ class KubeApi:
                        params: dict[str, str] | None = None) -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        headers = {**self._headers, **self._auth(), "Accept": "application/json"}
+        headers = {**self._headers, **self._auth(), "Accept": "application/json", "User-Agent": USER_AGENT}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type

@@ -1,36 +1,43 @@
-"""``eveflow operator``: build kopf's command line from the settings and run it in-process."""
+"""``eveflow operator``: kopf's ``run`` with our own handler registry and the settings' options.
+
+Our handlers live in a private registry rather than kopf's default one: importing Prefect loads
+prefect-kubernetes, whose observer registers kopf handlers of its own on the default registry
+at import time -- they must not run inside this operator.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 from eveflow_operator.settings import OperatorSettings, load_settings
 
-ENTRY_MODULE = "eveflow_operator.main"
 
-
-def kopf_argv(settings: OperatorSettings, *, verbose: bool = False, debug: bool = False) -> list[str]:
-    """The ``kopf run`` arguments these settings mean (pure: tested without running kopf)."""
-    argv = ["run", "-m", ENTRY_MODULE]
-    if settings.standalone:
-        argv.append("--standalone")
-    if settings.clusterwide:
-        argv.append("--all-namespaces")
-    for namespace in settings.namespaces:
-        argv += ["--namespace", namespace]
+def kopf_options(settings: OperatorSettings) -> dict[str, Any]:
+    """The ``kopf.run`` options these settings mean (pure: tested without running kopf)."""
+    options: dict[str, Any] = {"standalone": settings.standalone, "clusterwide": settings.clusterwide,
+                               "namespaces": list(settings.namespaces)}
     if settings.health_port:
-        argv += ["--liveness", f"http://0.0.0.0:{settings.health_port}/healthz"]
-    if verbose:
-        argv.append("--verbose")
-    if debug:
-        argv.append("--debug")
-    return argv
+        options["liveness_endpoint"] = f"http://0.0.0.0:{settings.health_port}/healthz"
+    return options
+
+
+def build_registry(settings: OperatorSettings) -> Any:
+    import kopf
+    from kopf._core.intents.registries import SmartOperatorRegistry  # with kopf's login handlers
+
+    from eveflow_operator.handlers import register, warm_up
+
+    warm_up()
+    registry = SmartOperatorRegistry()
+    register(settings, registry)
+    assert isinstance(registry, kopf.OperatorRegistry)
+    return registry
 
 
 def run_operator(*, verbose: bool = False, debug: bool = False) -> int:
-    import kopf.cli
+    import kopf
 
     settings = load_settings()  # bad EVEFLOW_OPERATOR_* values fail here, before kopf starts
-    try:
-        kopf.cli.main(args=kopf_argv(settings, verbose=verbose, debug=debug), prog_name="eveflow operator")
-    except SystemExit as exc:
-        return int(exc.code or 0)
+    kopf.configure(verbose=verbose, debug=debug)
+    kopf.run(registry=build_registry(settings), **kopf_options(settings))
     return 0

@@ -152,7 +152,8 @@ def reduce_status(previous: Mapping[str, Any] | None, obs: Observation, now: str
             "workPoolId": sync.work_pool_id,
             "deploymentIds": dict(sorted(sync.deployment_ids.items())),
             "scheduleIds": dict(sorted(sync.schedule_ids.items())),
-            "schedules": 0 if sync.paused or obs.suspended else len(sync.schedule_ids),
+            # The pipeline's own schedules (maintenance ids are keyed "<deployment>/<slug>").
+            "schedules": 0 if sync.paused or obs.suspended else len([k for k in sync.schedule_ids if "/" not in k]),
             "specHash": sync.spec_hash,
             "lastRun": sync.last_run.model_dump(by_alias=True, exclude_none=True) if sync.last_run else None,
             "nextRun": sync.next_run.model_dump(by_alias=True, exclude_none=True) if sync.next_run else None,

@@ -14,7 +14,7 @@ from eveflow_etl.spec import parse_pipeline
 from eveflow_operator.apply import contains, owned
 from eveflow_operator.children import build_children
 from eveflow_operator.rbac import WORKER_RULES, build_role, build_role_binding, build_service_account
-from eveflow_operator.runner import kopf_argv
+from eveflow_operator.runner import kopf_options
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.worker import OBSERVER_NAMESPACES_ENV, build_worker_deployment
 
@@ -170,9 +170,18 @@ def test_settings_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         OperatorSettings()
 
 
-def test_kopf_argv() -> None:
-    assert kopf_argv(OperatorSettings(health_port=0)) == [
-        "run", "-m", "eveflow_operator.main", "--standalone", "--all-namespaces"]
-    argv = kopf_argv(OperatorSettings(namespaces=["a", "b"], health_port=8081), verbose=True)
-    assert argv == ["run", "-m", "eveflow_operator.main", "--standalone", "--namespace", "a", "--namespace", "b",
-                    "--liveness", "http://0.0.0.0:8081/healthz", "--verbose"]
+def test_kopf_options() -> None:
+    assert kopf_options(OperatorSettings(health_port=0)) == {"standalone": True, "clusterwide": True, "namespaces": []}
+    assert kopf_options(OperatorSettings(namespaces=["a", "b"], health_port=8081)) == {
+        "standalone": True, "clusterwide": False, "namespaces": ["a", "b"],
+        "liveness_endpoint": "http://0.0.0.0:8081/healthz"}
+
+
+def test_registry_holds_only_our_handlers() -> None:
+    import eveflow_etl.orchestration.sync  # noqa: F401  (imports Prefect, as the operator does)
+    from eveflow_operator.runner import build_registry
+
+    registry = build_registry(OperatorSettings())
+    names = {h.id for h in registry._changing.get_all_handlers()} if hasattr(registry, "_changing") else set()
+    assert names, "handlers registered"
+    assert all("observer" not in str(n) for n in names)
