@@ -84,7 +84,10 @@ def build_compose(pipeline: EvePipeline) -> dict:
         docker_worker["profiles"] = ["docker"]
     else:
         process_worker["profiles"] = ["process"]
-    db_login = {"POSTGRES_USER": "${PGUSER:?set PGUSER in .env}", "POSTGRES_PASSWORD": "${PGPASSWORD:?set PGPASSWORD in .env}"}
+    # ${VAR:-}, not ${VAR:?}: compose interpolates services of inactive profiles too, and a
+    # pipeline on Snowflake Postgres has no PG* variables (the postgres image refuses a blank
+    # password by itself, with a clear message).
+    db_login = {"POSTGRES_USER": "${PGUSER:-}", "POSTGRES_PASSWORD": "${PGPASSWORD:-}"}
     return {
         "services": {
             "worker-process": process_worker,
@@ -108,7 +111,7 @@ def build_compose(pipeline: EvePipeline) -> dict:
             "postgres": {
                 "image": POSTGRES_IMAGE,
                 "profiles": ["single-box"],
-                "environment": dict(db_login, POSTGRES_DB="${PGDATABASE:?set PGDATABASE in .env}"),
+                "environment": dict(db_login, POSTGRES_DB="${PGDATABASE:-}"),
                 "volumes": ["postgres-data:/var/lib/postgresql/data", "./single-box/initdb:/docker-entrypoint-initdb.d:ro"],
                 "healthcheck": {
                     "test": ["CMD-SHELL", "pg_isready -U \"$$POSTGRES_USER\" -d \"$$POSTGRES_DB\""],
