@@ -30,6 +30,7 @@ from typing import Any, Callable
 import httpx
 
 from eveflow_etl.errors import ConfigError
+from eveflow_etl.orchestration.client import auth_headers
 from eveflow_etl.orchestration.types import PrefectAuthError, PrefectConnection, PrefectRejected, PrefectUnavailable
 
 log = logging.getLogger("eveflow.worker")
@@ -74,16 +75,6 @@ def connection_from_env(api_url: str | None = None, environ: dict[str, str] | No
         api_key=env.get("PREFECT_API_KEY") or None,
         auth_string=env.get("PREFECT_API_AUTH_STRING") or None,
     )
-
-
-def auth_headers(conn: PrefectConnection) -> dict[str, str]:
-    import base64
-
-    if conn.api_key:
-        return {"Authorization": f"Bearer {conn.api_key}"}
-    if conn.auth_string:
-        return {"Authorization": "Basic " + base64.b64encode(conn.auth_string.encode()).decode()}
-    return {}
 
 
 def _reason(exc: BaseException) -> str:
