@@ -324,10 +324,11 @@ def test_kopf_operator_reconciles(kube, kube_namespace, widgets, tmp_path):
             spec: {size: 2}
             """))
 
-        def seen(size):
-            return lambda: kube.kubectl_json("-n", ns, "get", "wdg", "op").get("status", {}) \
-                .get("seenSize") == size
-        kube.wait_for(seen(2), timeout=20, interval=0.1, what="kopf to reconcile")
+        def seen(size):  # polled over plain HTTP: kubectl processes would slow kopf's start
+            path = f"/apis/test.eveflow.dev/v1/namespaces/{ns}/widgets/op"
+            return lambda: (kube.api("GET", path)[1].get("status") or {}).get("seenSize") == size
+        # Generous: kopf's own start (imports) takes seconds on a loaded 2-core machine.
+        kube.wait_for(seen(2), timeout=60, interval=0.1, what="kopf to reconcile")
         assert "True" in kube.kubectl("-n", ns, "get", "wdg", "op").stdout
         kube.kubectl("-n", ns, "patch", "wdg", "op", "--type=merge", "-p", '{"spec":{"size":5}}')
         kube.wait_for(seen(5), timeout=10, interval=0.1, what="kopf to see the update")
