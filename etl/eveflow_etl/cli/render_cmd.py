@@ -13,8 +13,9 @@ _NEXT_STEPS = {
     "spcs": [
         "cd {out}",
         "edit setup.sql: replace any <PREFECT_API_HOST> / <DATABASE_HOST> in the network rule",
-        "./deploy.sh   # setup.sql, image for linux/amd64, push, upload spec, create or update the service",
+        "snow sql -f setup.sql   # database, pool, egress, secrets (placeholder values)",
         "set the secrets' values by hand: the ALTER SECRET lines at the top of setup.sql",
+        "./deploy.sh   # image for linux/amd64, push, upload spec, create or update the service",
         "eveflow apply -f {out}/pipeline.yaml   # work pool + deployments in Prefect",
     ],
     "vm": [
