@@ -20,9 +20,9 @@ from typing import Any, Callable
 from . import controllers, patching, validation
 from .errors import ApiError, not_found
 from .resources import Registry, ResourceType
+from .watches import Event, Watch
 
 NS_KEY = ("", "namespaces")
-CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 _IMMUTABLE_META = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                    "generation", "name", "namespace")
 
@@ -39,42 +39,6 @@ class WriteContext:
     field_manager: str = ""
     force: bool = False
     warnings: list[str] = field(default_factory=list)
-
-
-@dataclass
-class Event:
-    rv: int
-    key: tuple[str, str]
-    type: str
-    obj: dict
-    old: dict | None = None
-
-
-class Watch:
-    """One watch subscription: a queue of raw events plus its namespace and selectors."""
-
-    def __init__(self, key, namespace: str, labels: Callable, fields: Callable):
-        self.key, self.namespace = key, namespace
-        self.labels, self.fields = labels, fields
-        self.queue: asyncio.Queue = asyncio.Queue()
-
-    def matches(self, obj: dict | None) -> bool:
-        if obj is None:
-            return False
-        md = obj.get("metadata") or {}
-        if self.namespace and md.get("namespace") != self.namespace:
-            return False
-        return self.labels(md.get("labels") or {}) and self.fields(obj)
-
-    def translate(self, ev: Event) -> tuple[str, dict] | None:
-        """The event this watcher sees: objects moving in/out of its selector become ADDED/DELETED."""
-        new_ok = self.matches(ev.obj)
-        if ev.type != "MODIFIED":
-            return (ev.type, ev.obj) if new_ok else None
-        old_ok = self.matches(ev.old)
-        if new_ok:
-            return ("MODIFIED" if old_ok else "ADDED", ev.obj)
-        return ("DELETED", ev.obj) if old_ok else None
 
 
 def _meta(obj: dict) -> dict:
