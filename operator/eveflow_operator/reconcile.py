@@ -136,6 +136,9 @@ class Reconciler:
         except PrefectAuthError as exc:
             return stop(st.PREFECT_AUTH_FAILED, f"Prefect refused the credentials ({conn.describe()}): {exc}")
         except PrefectRejected as exc:
+            if "HTTP 409" in str(exc):
+                # Two pipelines creating a shared pool at once: the next pass finds it. Not the spec.
+                return stop(st.PREFECT_CONFLICT, f"concurrent change in Prefect, retrying: {exc}")
             return stop(st.PREFECT_REJECTED, f"Prefect rejected the pipeline: {exc}")
         if result.actions:
             events.append(EventSpec("Normal", "PrefectSynced", "; ".join(result.actions)[:1000]))
