@@ -16,23 +16,18 @@ from eveflow_etl.cli import etl_cmd, csv_cmd, dev_cmd, pipeline_cmd, worker_cmd,
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the CLI; user-facing errors become one line on stderr and their exit code."""
+    """Run the CLI; user-facing errors become one line on stderr and their exit code.
+
+    Typer's standalone mode already turns usage errors into a usage message and exit 2; what it
+    would print as a traceback -- our own errors -- is caught here instead.
+    """
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, standalone_mode=True)
     except EveflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
-    except SystemExit as exc:  # typer/click exit paths
-        return int(exc.code or 0)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
     return 0
