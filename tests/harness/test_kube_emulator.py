@@ -21,7 +21,7 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.rest import ApiException
 
-from tests.harness.kube_emulator import EmulatorThread, patching, selectors
+from tests.harness.kube_emulator import EmulatorThread, cel, patching, selectors
 
 pytestmark = pytest.mark.k8s
 
@@ -49,6 +49,9 @@ spec:
           spec:
             type: object
             required: [size]
+            x-kubernetes-validations:
+            - {rule: "self.size != 7", message: "7 is not a size"}
+            - {rule: "self.color == oldSelf.color", message: "color is immutable"}
             properties:
               size: {type: integer, minimum: 1, maximum: 10}
               color: {type: string, enum: [red, blue], default: red}
@@ -164,6 +167,15 @@ def test_crd_served_with_printer_columns_and_schema(kube, kube_namespace, widget
         spec: {size: 1, colour: red}
         """))
     assert 'unknown field "spec.colour"' in unknown.stderr  # kubectl asks fieldValidation=Strict
+
+    if cel.celpy is None:
+        return
+    seven = kube.kubectl("-n", ns, "patch", "wdg", "w1", "--type=merge",
+                         "-p", '{"spec": {"size": 7}}', check=False)
+    assert 'spec: Invalid value: "object": 7 is not a size' in seven.stderr
+    recolor = kube.kubectl("-n", ns, "patch", "wdg", "w1", "--type=merge",
+                           "-p", '{"spec": {"color": "blue"}}', check=False)
+    assert "color is immutable" in recolor.stderr
 
 
 def test_python_client_status_codes(kube, kube_namespace, widgets, api_client):
@@ -337,13 +349,10 @@ def test_kopf_operator_reconciles(kube, kube_namespace, widgets, tmp_path):
         events = kube.objects("events", group="", namespace=ns)
         assert {e["message"] for e in events} >= {"size 2", "size 5"}
 
-        used = {(r["verb"], r["group"], r["resource"], r["subresource"])
-                for r in kube.requests(since=since, user_agent="kopf")}
-        assert {("list", "test.eveflow.dev", "widgets", None),
-                ("watch", "test.eveflow.dev", "widgets", None),
-                ("patch", "test.eveflow.dev", "widgets", None),
-                ("patch", "test.eveflow.dev", "widgets", "status"),
-                ("create", "", "events", None)} <= used
+        used = kube.used_permissions(since=since, user_agent="kopf")
+        assert {("test.eveflow.dev", "widgets", "list"), ("test.eveflow.dev", "widgets", "watch"),
+                ("test.eveflow.dev", "widgets", "patch"),
+                ("test.eveflow.dev", "widgets/status", "patch"), ("", "events", "create")} <= used
     finally:
         proc.send_signal(signal.SIGINT)
         try:

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,6 +140,9 @@ class Emulator:
             resp = _json(e.status(), e.code)
         except (SelectorError, ValueError, yaml.YAMLError) as e:
             resp = _json(ApiError("BadRequest", str(e)).status(), 400)
+        except Exception as e:  # noqa: BLE001 -- an emulator bug: answer like the API would
+            traceback.print_exc()
+            resp = _json(ApiError("InternalError", f"emulator error: {e!r}").status(), 500)
         record["status"] = resp.status
         return resp
 

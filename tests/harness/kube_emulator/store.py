@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from . import controllers, patching, validation
+from . import cel, controllers, patching, validation
 from .errors import ApiError, not_found
 from .resources import Registry, ResourceType
 from .watches import Event, Watch
@@ -149,7 +149,8 @@ class Store:
             raise ApiError("Forbidden", f'{rt.qualified} "{name}" is forbidden: unable to create '
                            f"new content in namespace {ns} because it is being terminated")
 
-    def _custom(self, rt: ResourceType, obj: dict, ctx: WriteContext) -> None:
+    def _custom(self, rt: ResourceType, obj: dict, ctx: WriteContext,
+                old: dict | None = None) -> None:
         """CRD schema handling for custom resources: prune, default, validate."""
         if not rt.crd or not rt.schema:
             return
@@ -160,7 +161,7 @@ class Store:
         if unknown and ctx.field_validation != "Ignore":
             ctx.warnings += [f'unknown field "{u}"' for u in unknown]
         validation.apply_defaults(rt.schema, obj)
-        causes = validation.validate(rt.schema, obj)
+        causes = validation.validate(rt.schema, obj) or cel.check(rt.schema, obj, old)
         if causes:
             name = obj["metadata"].get("name", "")
             texts = [f'{c["field"]}: {c["message"]}' for c in causes]
@@ -269,7 +270,7 @@ class Store:
                 nmd["generation"] = int(omd.get("generation", 1)) + 1
         new["apiVersion"], new["kind"] = rt.api_version, rt.kind
         new["metadata"]["resourceVersion"] = omd["resourceVersion"]
-        self._custom(rt, new, ctx)
+        self._custom(rt, new, ctx, old)
         controllers.prepare_update(self, rt, new, old)
         return new
 
