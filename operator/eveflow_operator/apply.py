@@ -65,6 +65,8 @@ async def delete_stale(api: KubeApi, stale: list[tuple[str, str, str, str]]) -> 
     """Delete children the spec no longer wants (e.g. the Role after leaving a kubernetes pool)."""
     deleted = []
     for api_version, kind, namespace, name in stale:
-        if await api.delete(object_path(api_version, kind, namespace, name)):
+        path = object_path(api_version, kind, namespace, name)
+        # GET first: a resync of an unchanged pipeline must not send writes, even no-op deletes.
+        if await api.get(path) is not None and await api.delete(path):
             deleted.append(f"{kind}/{name}")
     return deleted
