@@ -84,6 +84,7 @@ class Reconciler:
         self.settings = settings
         self.kube = kube
         self._locks: dict[str, asyncio.Lock] = {}
+        self._syncs = asyncio.Semaphore(settings.max_concurrent_syncs)
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -130,7 +131,8 @@ class Reconciler:
             return stop(st.SECRET_NOT_FOUND, str(exc))
 
         try:
-            result: SyncResult = await sync.sync_pipeline(pipeline, conn, namespace=namespace)
+            async with self._syncs:
+                result: SyncResult = await sync.sync_pipeline(pipeline, conn, namespace=namespace)
         except PrefectUnavailable as exc:
             return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.api_url} unreachable: {exc}; retrying")
         except PrefectAuthError as exc:
@@ -157,10 +159,17 @@ class Reconciler:
             events.append(EventSpec("Normal", "Applied", "; ".join(parts)))
 
         deployment = applied.objects.get("Deployment") or {}
+        if "Deployment/" + worker_name(pipeline) in applied.applied:
+            # A fresh rollout often becomes available within moments: look twice before
+            # leaving it to a retry.
+            for _ in range(3):
+                if _available(deployment) >= worker_replicas(pipeline):
+                    break
+                await asyncio.sleep(0.1)
+                deployment = await self.kube.get(object_path(
+                    "apps/v1", "Deployment", namespace, worker_name(pipeline))) or deployment
         desired = worker_replicas(pipeline)
-        dep_status = deployment.get("status") or {}
-        current = dep_status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
-        available = int(dep_status.get("availableReplicas") or 0) if current else 0
+        available = _available(deployment)
         worker = st.WorkerState(desired=desired, available=available)
         obs = st.Observation(generation=generation, sync=result, worker=worker, suspended=pipeline.spec.suspend)
         new = st.reduce_status(previous, obs, now)
@@ -202,6 +211,13 @@ class Reconciler:
         if result.kept_work_pool_reason:
             message += f"; kept work pool: {result.kept_work_pool_reason}"
         return DeletePassResult(True, [EventSpec("Normal", "Deleted", message[:1000])])
+
+
+def _available(deployment: Mapping[str, Any]) -> int:
+    """Available replicas of the current generation (0 while a rollout is not yet observed)."""
+    status = deployment.get("status") or {}
+    current = status.get("observedGeneration", 0) >= (deployment.get("metadata") or {}).get("generation", 0)
+    return int(status.get("availableReplicas") or 0) if current else 0
 
 
 def backoff(settings: OperatorSettings, retry: int, *, cap: float = 300.0) -> float:

@@ -40,6 +40,8 @@ class OperatorSettings(BaseSettings):
     # the finalizer (with a Warning event), and the backoff between those tries.
     finalizer_max_retries: int = Field(default=5, ge=0, le=100)
     retry_backoff_seconds: float = Field(default=10.0, ge=0.1, le=3_600)
+    # Prefect syncs running at once (a burst of new pipelines must not overload the Prefect API).
+    max_concurrent_syncs: int = Field(default=8, ge=1, le=256)
     # Without peering (one replica, no leader election); the chart runs one replica.
     standalone: bool = True
     field_manager: str = Field(default="eveflow-operator", pattern=DNS_LABEL)
