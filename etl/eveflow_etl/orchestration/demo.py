@@ -144,8 +144,9 @@ def _start_services(stack: contextlib.ExitStack, data_dir: Path, options: DemoOp
     })
     report.step(f"local ESI server at {esi.url}")
 
+    _forget_dead_handles(data_dir / "pg" / "pgserver")
     pg = start_local_postgres(data_dir / "pg", stop_at_exit=True)
-    stack.callback(pg.stop)
+    stack.callback(_stop_postgres, pg)
     os.environ["EVEFLOW_DEMO_DSN"] = pg.dsn
     os.environ.update(_libpq_env(pg.dsn))
     report.step(f"PostgreSQL ({pg.method}) ready in {pg.start_seconds:.1f} s")
@@ -165,6 +166,47 @@ def _libpq_env(dsn: str) -> dict[str, str]:
     for name in names.values():
         os.environ.pop(name, None)
     return {names[k]: str(v) for k, v in conninfo_to_dict(dsn).items() if k in names and v not in (None, "")}
+
+
+def _forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops its server when the last process holding it exits, counting processes in
+    ``.handle_pids.json``; one that died without its atexit (SIGKILL, OOM) pins the server forever.
+    Drop dead pids so a crashed earlier run cannot leave PostgreSQL running after this one."""
+    import json
+
+    import psutil
+
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
+
+
+def _stop_postgres(pg) -> None:
+    """Stop our PostgreSQL and check it is gone (fast shutdown of the postmaster if not)."""
+    import psutil
+
+    pg.stop()
+    pidfile = pg.data_dir / "postmaster.pid"
+    try:
+        pid = int(pidfile.read_text().splitlines()[0])
+    except (OSError, ValueError, IndexError):
+        return
+    _forget_dead_handles(pg.data_dir)
+    with contextlib.suppress(OSError, ValueError):
+        import json
+
+        if [p for p in json.loads((pg.data_dir / ".handle_pids.json").read_text()) if p != os.getpid()]:
+            return  # another live process (an `eveflow etl run` on the local profile) still uses it
+    with contextlib.suppress(psutil.Error):
+        process = psutil.Process(pid)
+        if "postgres" in process.name():
+            process.send_signal(signal.SIGINT)  # fast shutdown
+            process.wait(30)
 
 
 def _stop_server_when_started(future) -> None:
