@@ -72,7 +72,13 @@ HISTORY = TableSpec(
         _c("http_last_modified", "timestamptz", True),
     ),
     ("region_id", "type_id", "date"),
-    fillfactor=90,
+    # Half of each page free: a re-pull that rewrites every row of a page (backfill corrections,
+    # EVE Ref re-imports, the bench's update pass) puts every new version on the same page, so all
+    # updates are HOT (no PK index insert, ~half the WAL; measured: update pass 1.8x less server CPU
+    # than at 90). The row is fixed-width (~92 bytes with its line pointer): 50 is the largest
+    # value with room for one new version of every row. Cost: the heap is ~2x larger; a table that
+    # is rewritten regularly reaches ~2x anyway (dead versions), but at 90 also bloats its index.
+    fillfactor=50,
 )
 
 MOKAAM_PERIODS = ("yesterday", "week", "month", "quarter", "year")
