@@ -100,7 +100,7 @@ def test_applied_pipeline_runs_end_to_end_with_a_process_worker(
 
 def test_a_failed_region_does_not_stop_the_others(prefect_server, monkeypatch, tmp_path):
     """In-process run of the flow (same server): one region's task fails, the run ends Failed."""
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     from eveflow_etl.orchestration import flows
     from eveflow_etl.run import Counts, RunReport
@@ -112,9 +112,15 @@ def test_a_failed_region_does_not_stop_the_others(prefect_server, monkeypatch, t
         report.totals = Counts(fetched=5, inserted=4, updated=0, unchanged=0, quarantined=1)
         return report
 
+    # Prefect binds its console log handlers to sys.stderr when first configured; an earlier
+    # in-process CLI test (capsys) may have left them on a closed stream: rebind them here.
+    from prefect.logging.configuration import setup_logging
+
+    setup_logging(incremental=False)
     monkeypatch.setattr("eveflow_etl.run.run_etl", fake_run_etl)
     monkeypatch.setattr("eveflow_etl.destinations.resolve_dsn", lambda *a, **k: "dbname=unused")
-    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: str(tmp_path)}):
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: str(tmp_path),
+                             PREFECT_LOGGING_TO_API_ENABLED: False}):
         state = flows.eve_market_etl(regions=[10000002, 10000043], pipeline_name="partial", retries=0,
                                      return_state=True)
     assert state.is_failed()
