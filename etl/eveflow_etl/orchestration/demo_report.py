@@ -73,17 +73,19 @@ class Reporter:
         table = f"{destination.db_schema}.{destination.table or pipeline.spec.source.kind.default_table}"
         per_region = [r for r in result.rows if r.get("region") != TOTAL_ROW]
         total = next((r for r in result.rows if r.get("region") == TOTAL_ROW), None) or {k: 0 for k in COUNT_FIELDS}
-        header = ["region", "status", *COUNT_FIELDS, f"rows in {table}"]
+        header = ["region", "status", *COUNT_FIELDS, "in db"]
         lines = [[str(r.get("region")), str(r.get("status")), *(str(r.get(k, 0)) for k in COUNT_FIELDS),
                   str(result.table_rows.get(int(r["region"]), 0))] for r in per_region]
         in_table = sum(result.table_rows.values())
         loaded = int(total.get("inserted", 0)) + int(total.get("updated", 0))
         if self._console:
+            from rich import box
             from rich.table import Table
 
-            grid = Table(title=f"flow run {result.flow_run_id}: {result.state}")
+            grid = Table(title=f"flow run {result.flow_run_id}: {result.state}", box=box.SIMPLE_HEAD,
+                         padding=(0, 1), collapse_padding=True, show_edge=False, pad_edge=False)
             for i, name in enumerate(header):
-                grid.add_column(name, justify="left" if i < 2 else "right")
+                grid.add_column(name, justify="left" if i < 2 else "right", no_wrap=True)
             for line in lines:
                 grid.add_row(*line)
             self._console.print(grid)
