@@ -70,3 +70,12 @@ def test_demo_runs_end_to_end_and_again_idempotently(tmp_path):
     assert second["table_rows"] == first["table_rows"]
     assert "already in sync (0 writes)" in output
     assert not _processes_using(data_dir), "left running after the demo"
+
+
+def test_bad_regions_is_one_line_before_anything_starts(tmp_path):
+    proc = subprocess.run([EVEFLOW, "demo", "--data-dir", str(tmp_path / "d"), "--regions", "10000002,jita"],
+                          env=_user_env(tmp_path), capture_output=True, text=True, timeout=60)
+    output = (proc.stdout + proc.stderr).strip()
+    assert proc.returncode != 0 and len(output.splitlines()) == 1, output
+    assert "'jita' is not an EVE region id" in output
+    assert not (tmp_path / "d").exists()

@@ -163,3 +163,27 @@ def test_not_a_prefect_api_and_bad_type_are_one_line(prefect_server, prefect_cli
     _assert_one_line(_run_cli(["worker", "--pool", "p", "--api-url", ui_url], env), "does not look like a Prefect API")
     _assert_one_line(_run_cli(["worker", "--pool", "p", "--type", "lambda", "--api-url", prefect_server.api_url], env),
                      "--type 'lambda'")
+
+
+def test_health_verdict_follows_polls_and_heartbeats():
+    """The monitor's rules without a server: connected, polling, and recently."""
+    from eveflow_etl.orchestration.types import PrefectConnection
+    from eveflow_etl.orchestration.worker import WorkerMonitor, WorkerOptions
+
+    now = [1000.0]
+    monitor = WorkerMonitor(WorkerOptions(pool="p", poll_seconds=1, stale_after_seconds=30),
+                            PrefectConnection("http://x/api", api_key=SENTINEL_KEY), clock=lambda: now[0])
+    assert monitor.health() == (False, "not yet connected to the Prefect API")
+    monitor.heartbeat_succeeded()
+    assert not monitor.health()[0]  # connected, not polled yet
+    monitor.poll_succeeded(submitted=2)
+    assert monitor.health() == (True, "ok")
+    now[0] += 31
+    assert monitor.health()[1] == "no successful poll for 31 s"
+    monitor.poll_succeeded()
+    monitor.poll_failed(ConnectionError("refused"))
+    assert monitor.health() == (False, "poll failing: refused")
+    text = monitor.metrics_text().decode()
+    assert _metric(text, "eveflow_worker_flow_runs_submitted_total") == 2
+    assert _metric(text, "eveflow_worker_up") == 0
+    assert SENTINEL_KEY not in text
