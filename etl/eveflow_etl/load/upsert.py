@@ -6,6 +6,7 @@ transaction, so a failure anywhere leaves the target untouched.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -130,13 +131,20 @@ class ChunkUpserter:
         self._truncate = sql.SQL("TRUNCATE {}").format(self.stage)
         self._upsert = upsert_sql(target, self.stage, spec.names, spec.key)
         self._has_rows = False
+        # Wall seconds spent staging (sort, encode, TRUNCATE, COPY) and in the INSERT … ON CONFLICT.
+        self.stage_seconds = 0.0
+        self.upsert_seconds = 0.0
 
     def upsert(self, frame: pd.DataFrame) -> UpsertCounts:
         if frame.empty:
             return UpsertCounts()
+        started = time.perf_counter()
         if self._has_rows:
             self.conn.execute(self._truncate)
         copy_frame(self.conn, self.stage, sort_by_key(frame, self.spec.key), self.spec.columns)
         self._has_rows = True
+        staged = time.perf_counter()
         inserted, updated = self.conn.execute(self._upsert).fetchone()
+        self.stage_seconds += staged - started
+        self.upsert_seconds += time.perf_counter() - staged
         return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
