@@ -78,6 +78,8 @@ def _prefect_port(preferred: int) -> int:
         import socket
 
         with socket.socket() as sock:
+            # As the server will: a port in TIME_WAIT from the previous demo is free to use.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", preferred))
                 return preferred
@@ -154,7 +156,8 @@ def _start_services(stack: contextlib.ExitStack, data_dir: Path, options: DemoOp
     with report.waiting("starting the Prefect server (about 15 s the first time)"):
         server = server_future.result()
         warm.result()
-    report.step(f"Prefect server at {server.ui_url} ready in {server.start_seconds:.1f} s")
+    taken = f" (port {options.port} was taken)" if options.port and port != options.port else ""
+    report.step(f"Prefect server at {server.ui_url} ready in {server.start_seconds:.1f} s{taken}")
     return server
 
 
