@@ -51,6 +51,8 @@ def _finish(body: Mapping[str, Any], patch: kopf.Patch, result: PassResult, trac
         patch.setdefault("status", {}).update(changes)
     _post(body, result)
     metrics.PREFECT_WRITES.inc(result.prefect_writes)
+    meta = body.get("metadata") or {}
+    metrics.observe_last_run(meta.get("namespace", ""), meta.get("name", ""), result.status)
     if result.problem is None:
         if result.worker_pending and raise_errors:
             raise kopf.TemporaryError("waiting for the worker Deployment to become available",
@@ -139,6 +141,8 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
             _post(body, result)
             if result.problem is not None:
                 tracker.problem(result.problem.reason)
+            if result.release:
+                metrics.forget_pipeline(body["metadata"].get("namespace", ""), body["metadata"]["name"])
             if not result.release:
                 raise kopf.TemporaryError(
                     f"{result.problem.reason if result.problem else 'retry'}: {result.problem.message if result.problem else ''}",

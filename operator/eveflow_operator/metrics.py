@@ -6,7 +6,9 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from typing import Any, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -25,6 +27,35 @@ DURATION = Histogram(
 PREFECT_WRITES = Counter(
     "eveflow_operator_prefect_writes_total", "Prefect API write calls made by syncs.", registry=REGISTRY,
 )
+
+LAST_RUN_ROWS_LOADED = Gauge(
+    "eveflow_operator_last_run_rows_loaded",
+    "Rows inserted or updated by each pipeline's last finished run (status.lastRun.rowsLoaded).",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
+LAST_RUN_ROWS_QUARANTINED = Gauge(
+    "eveflow_operator_last_run_rows_quarantined",
+    "Rows the last finished run sent to quarantine (status.lastRun.rowsQuarantined).",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
+
+
+def observe_last_run(namespace: str, pipeline: str, status: Mapping[str, Any]) -> None:
+    """Export the row counts of the run the status reports (nothing before a first run)."""
+    last_run = status.get("lastRun") or {}
+    if last_run.get("rowsLoaded") is not None:
+        LAST_RUN_ROWS_LOADED.labels(namespace, pipeline).set(last_run["rowsLoaded"])
+    if last_run.get("rowsQuarantined") is not None:
+        LAST_RUN_ROWS_QUARANTINED.labels(namespace, pipeline).set(last_run["rowsQuarantined"])
+
+
+def forget_pipeline(namespace: str, pipeline: str) -> None:
+    """Drop a deleted pipeline's series so dashboards do not show it forever."""
+    for gauge in (LAST_RUN_ROWS_LOADED, LAST_RUN_ROWS_QUARANTINED):
+        try:
+            gauge.remove(namespace, pipeline)
+        except KeyError:
+            pass
 
 
 class PassTracker:
