@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from eveflow_etl.errors import ConfigError
-from eveflow_etl.orchestration.types import PrefectAuthError, PrefectRejected, PrefectUnavailable, SyncResult
+from eveflow_etl.orchestration.types import (
+    PrefectAuthError,
+    PrefectConflict,
+    PrefectRejected,
+    PrefectUnavailable,
+    SyncResult,
+)
 from eveflow_etl.spec import KIND, EvePipeline, parse_pipeline
 
 from eveflow_operator import status as st
@@ -137,10 +143,10 @@ class Reconciler:
             return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.api_url} unreachable: {exc}; retrying")
         except PrefectAuthError as exc:
             return stop(st.PREFECT_AUTH_FAILED, f"Prefect refused the credentials ({conn.describe()}): {exc}")
+        except PrefectConflict as exc:
+            # A concurrent change the sync library could not adopt by itself: not the spec.
+            return stop(st.PREFECT_CONFLICT, f"concurrent change in Prefect, retrying: {exc}")
         except PrefectRejected as exc:
-            if "HTTP 409" in str(exc):
-                # Two pipelines creating a shared pool at once: the next pass finds it. Not the spec.
-                return stop(st.PREFECT_CONFLICT, f"concurrent change in Prefect, retrying: {exc}")
             return stop(st.PREFECT_REJECTED, f"Prefect rejected the pipeline: {exc}")
         if result.actions:
             events.append(EventSpec("Normal", "PrefectSynced", "; ".join(result.actions)[:1000]))

@@ -202,6 +202,22 @@ async def test_delete_policies_and_a_shared_pool(prefect_server, prefect_write_c
         assert client.get(f"work_pools/{pool}").status_code == 404
 
 
+async def test_pipelines_sharing_a_new_pool_sync_at_the_same_time(prefect_server, prefect_write_counter):
+    """Both see no pool, both POST it; the one that gets 409 adopts the other's (no error)."""
+    import asyncio
+
+    pool = unique("race")
+    pipelines = [pipeline(unique("r"), pool) for _ in range(3)]
+    conn = PrefectConnection(prefect_write_counter.api_url)
+    results = await asyncio.gather(*(sync_pipeline(p, conn) for p in pipelines))
+    assert len({r.work_pool_id for r in results}) == 1
+    with api(prefect_server) as client:
+        queues = client.post(f"work_pools/{pool}/queues/filter", json={}).json()
+        assert sorted(q["name"] for q in queues) == ["default", "high-memory"]
+    again = await asyncio.gather(*(sync_pipeline(p, conn) for p in pipelines))
+    assert [r.writes for r in again] == [0, 0, 0]
+
+
 async def test_adopted_pool_is_kept_and_a_pool_of_another_type_is_rejected(prefect_server):
     conn = PrefectConnection(prefect_server.api_url)
     pool = unique("theirs")

@@ -21,6 +21,7 @@ import httpx
 
 from eveflow_etl.orchestration.types import (
     PrefectAuthError,
+    PrefectConflict,
     PrefectConnection,
     PrefectRejected,
     PrefectUnavailable,
@@ -127,6 +128,8 @@ class PrefectApi:
         if 300 <= status < 400:  # a wrong path; Prefect's routes do not redirect
             raise PrefectRejected(f"Prefect answered {method} {path} with a redirect (HTTP {status}) to "
                                   f"{response.headers.get('location')}: is {where} the API URL?")
+        if status == 409:
+            raise PrefectConflict(f"Prefect answered {method} {path} with a conflict (HTTP 409): {_detail(response)}")
         if status >= 400:
             raise PrefectRejected(f"Prefect rejected {method} {path} (HTTP {status}): {_detail(response)}")
         if status == 204 or not response.content:

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from eveflow_etl.orchestration.client import PrefectApi
-from eveflow_etl.orchestration.types import PrefectRejected
+from eveflow_etl.orchestration.types import PrefectConflict, PrefectRejected
 from eveflow_etl.spec import EvePipeline, WorkQueueSpec
 
 MANAGED_MARKER = "Managed by eveflow"
@@ -89,9 +89,17 @@ async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, ac
         }
         if spec.concurrency_limit is not None:
             body["concurrency_limit"] = spec.concurrency_limit
-        created = await api.write("POST", "/work_pools/", body)
-        actions.append(f"created work pool {spec.name} ({spec.type})")
-        return created
+        try:
+            created = await api.write("POST", "/work_pools/", body)
+        except PrefectConflict:
+            # Another pipeline sharing this pool created it between our read and our write:
+            # adopt it like any existing pool.
+            observed = await read_pool(api, spec.name)
+            if observed is None:
+                raise
+        else:
+            actions.append(f"created work pool {spec.name} ({spec.type})")
+            return created
     if observed.get("type") != spec.type:
         raise PrefectRejected(
             f"work pool '{spec.name}' already exists with type '{observed.get('type')}', but "
@@ -131,7 +139,11 @@ async def ensure_queues(api: PrefectApi, pipeline: EvePipeline, actions: list[st
         body = {"name": queue.name, "priority": queue.priority, "description": MANAGED_MARKER}
         if queue.concurrency_limit is not None:
             body["concurrency_limit"] = queue.concurrency_limit
-        observed[queue.name] = await api.write("POST", f"/work_pools/{pool.name}/queues", body)
+        try:
+            observed[queue.name] = await api.write("POST", f"/work_pools/{pool.name}/queues", body)
+        except PrefectConflict:  # created concurrently by a pipeline sharing the pool
+            observed[queue.name] = await api.get(f"/work_pools/{pool.name}/queues/{queue.name}")
+            continue
         actions.append(f"created work queue {pool.name}/{queue.name} (priority {queue.priority})")
     # Prefect keeps priorities unique and sequential, shifting others on collisions; so what is
     # compared is the order of the spec's queues, not the numbers.

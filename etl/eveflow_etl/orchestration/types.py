@@ -56,3 +56,7 @@ class PrefectAuthError(PrefectError):
 
 class PrefectRejected(PrefectError):
     """4xx other than auth: the request (so the spec) is wrong; the message says what to fix."""
+
+
+class PrefectConflict(PrefectRejected):
+    """409: the object was created concurrently (e.g. two pipelines sharing a new pool)."""
