@@ -20,6 +20,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,9 +116,28 @@ def _start_pgserver(pgdata: Path, *, stop_at_exit: bool, delete_on_stop: bool):
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
     import pgserver
 
+    forget_dead_handles(pgdata)
     mode = ("delete" if delete_on_stop else "stop") if stop_at_exit or delete_on_stop else None
     srv = pgserver.get_server(pgdata, cleanup_mode=mode)
     return srv.get_uri(), (srv.cleanup if mode else None)
+
+
+def forget_dead_handles(pgdata: Path) -> None:
+    """pgserver stops its server when the last process holding it exits, counting processes in
+    ``.handle_pids.json``; one that died without its atexit (SIGKILL, OOM) pins the server forever.
+    Drop dead pids so a crashed earlier run cannot leave PostgreSQL running after this one."""
+    import json
+
+    import psutil
+
+    path = pgdata / ".handle_pids.json"
+    try:
+        pids = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
+    if alive != pids:
+        path.write_text(json.dumps(alive))
 
 
 # --- system initdb / pg_ctl -------------------------------------------------------------------
@@ -207,10 +227,20 @@ def _start_initdb(pgdata: Path, *, stop_at_exit: bool, delete_on_stop: bool):
     return f"postgresql://postgres@127.0.0.1:{port}/postgres", stop
 
 
+_LOCAL_SERVERS: dict[Path, LocalServer] = {}
+_LOCAL_SERVERS_LOCK = threading.Lock()
+
+
 def local_dsn(data_dir: Path) -> str:
     """DSN of the persistent local server for ``eveflow etl run`` without a destination.
 
     The cluster lives in ``data_dir`` (``settings.data_dir / "pg"``) and is stopped when the
-    process exits (the embedded server counts its users, so parallel runs share it).
+    process exits (the embedded server counts its users, so parallel runs share it). Concurrent
+    callers in one process (region tasks of a flow run) share one start: pgserver itself is not
+    safe to start twice at once from the same process.
     """
-    return start_local_postgres(data_dir, stop_at_exit=True).dsn
+    key = Path(data_dir).expanduser().resolve()
+    with _LOCAL_SERVERS_LOCK:
+        if key not in _LOCAL_SERVERS:
+            _LOCAL_SERVERS[key] = start_local_postgres(key, stop_at_exit=True)
+        return _LOCAL_SERVERS[key].dsn

@@ -26,7 +26,7 @@ from eveflow_etl.spec import KIND, EvePipeline, parse_pipeline
 from eveflow_operator import status as st
 from eveflow_operator.apply import apply_children, delete_stale
 from eveflow_operator.children import build_children
-from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
+from eveflow_operator.kube import KubeApi, object_path
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
 from eveflow_operator.rbac import jobs_namespace, needs_role
 from eveflow_operator.settings import OperatorSettings

@@ -146,7 +146,6 @@ def _start_services(stack: contextlib.ExitStack, data_dir: Path, options: DemoOp
     })
     report.step(f"local ESI server at {esi.url}")
 
-    _forget_dead_handles(data_dir / "pg" / "pgserver")
     pg = start_local_postgres(data_dir / "pg", stop_at_exit=True)
     stack.callback(_stop_postgres, pg)
     os.environ["EVEFLOW_DEMO_DSN"] = pg.dsn
@@ -171,27 +170,11 @@ def _libpq_env(dsn: str) -> dict[str, str]:
     return {names[k]: str(v) for k, v in conninfo_to_dict(dsn).items() if k in names and v not in (None, "")}
 
 
-def _forget_dead_handles(pgdata: Path) -> None:
-    """pgserver stops its server when the last process holding it exits, counting processes in
-    ``.handle_pids.json``; one that died without its atexit (SIGKILL, OOM) pins the server forever.
-    Drop dead pids so a crashed earlier run cannot leave PostgreSQL running after this one."""
-    import json
-
-    import psutil
-
-    path = pgdata / ".handle_pids.json"
-    try:
-        pids = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    alive = [pid for pid in pids if isinstance(pid, int) and psutil.pid_exists(pid)]
-    if alive != pids:
-        path.write_text(json.dumps(alive))
-
-
 def _stop_postgres(pg) -> None:
     """Stop our PostgreSQL and check it is gone (fast shutdown of the postmaster if not)."""
     import psutil
+
+    from eveflow_etl.localpg import forget_dead_handles
 
     pg.stop()
     pidfile = pg.data_dir / "postmaster.pid"
@@ -199,7 +182,7 @@ def _stop_postgres(pg) -> None:
         pid = int(pidfile.read_text().splitlines()[0])
     except (OSError, ValueError, IndexError):
         return
-    _forget_dead_handles(pg.data_dir)
+    forget_dead_handles(pg.data_dir)
     with contextlib.suppress(OSError, ValueError):
         import json
 
