@@ -78,16 +78,21 @@ def print_result(pipeline: EvePipeline, conn: PrefectConnection, result: SyncRes
     typer.echo(_run_line("next run", result.next_run))
 
 
+def _call(operation, file: Path, api_url: str | None, namespace: str | None):
+    """Load the file, resolve the connection, run one sync-library operation on it."""
+    pipeline = load_pipeline(file)
+    conn = resolve_connection(pipeline, api_url)
+    result = asyncio.run(operation(pipeline, conn, namespace=_namespace(pipeline, namespace)))
+    return pipeline, conn, result
+
+
 @app.command("apply")
 def apply_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTION,
                   namespace: str | None = NAMESPACE_OPTION) -> None:
     """Create or update the pipeline's work pool, deployments and schedules in Prefect."""
     from eveflow_etl.orchestration.sync import sync_pipeline
 
-    pipeline = load_pipeline(file)
-    conn = resolve_connection(pipeline, api_url)
-    result = asyncio.run(sync_pipeline(pipeline, conn, namespace=_namespace(pipeline, namespace)))
-    print_result(pipeline, conn, result, "applied")
+    print_result(*_call(sync_pipeline, file, api_url, namespace), "applied")
 
 
 @app.command("status")
@@ -96,10 +101,7 @@ def status_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTIO
     """Show what Prefect has for the pipeline (reads only)."""
     from eveflow_etl.orchestration.sync import read_status
 
-    pipeline = load_pipeline(file)
-    conn = resolve_connection(pipeline, api_url)
-    result = asyncio.run(read_status(pipeline, conn, namespace=_namespace(pipeline, namespace)))
-    print_result(pipeline, conn, result, "status")
+    print_result(*_call(read_status, file, api_url, namespace), "status")
 
 
 @app.command("delete")
@@ -108,9 +110,7 @@ def delete_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTIO
     """Delete the pipeline's deployments (deletionPolicy: Delete) and its pool when unused."""
     from eveflow_etl.orchestration.sync import delete_pipeline
 
-    pipeline = load_pipeline(file)
-    conn = resolve_connection(pipeline, api_url)
-    result = asyncio.run(delete_pipeline(pipeline, conn, namespace=_namespace(pipeline, namespace)))
+    pipeline, conn, result = _call(delete_pipeline, file, api_url, namespace)
     typer.echo(f"pipeline {pipeline.name} on {conn.describe()}: deleted ({pipeline.spec.deletion_policy})")
     for action in result.actions:
         typer.echo(f"  - {action}")
