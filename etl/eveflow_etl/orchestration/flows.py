@@ -37,6 +37,29 @@ from eveflow_etl.orchestration.deployments import ETL_ENTRYPOINT, MAINTENANCE_EN
 _FLOW_CEILING_SECONDS = 86_400
 
 
+class _BudgetedThreadPoolTaskRunner(ThreadPoolTaskRunner):
+    """A ``ThreadPoolTaskRunner`` that can leave task threads behind once the run is over budget.
+
+    A region past the budget is usually blocked in I/O (the ETL engine's own fetch threads).
+    Python cannot kill a thread, and Prefect's task timeout only raises in the task's thread
+    when it runs Python code again; the stock runner's exit waits for every running thread, so
+    the flow would return only when those requests give up (minutes: ESI timeout × retries).
+    When ``abandon_running`` is set, exiting cancels queued tasks and returns at once; the
+    abandoned threads end on their own (a worker's flow-run process still exits only then).
+    """
+
+    abandon_running = False
+
+    def cancel_all(self) -> None:
+        if not self.abandon_running:
+            return super().cancel_all()
+        for event in self._cancel_events.values():
+            event.set()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
+
+
 @task(name="load-region", task_run_name="load-region-{region}")
 def load_region(
     region: int, source: str, types: list[int] | None, destination: str, db_schema: str,
@@ -55,7 +78,7 @@ def load_region(
     return counts_of_report(report)
 
 
-@flow(name=ETL_FLOW_NAME, task_runner=ThreadPoolTaskRunner(max_workers=8), timeout_seconds=_FLOW_CEILING_SECONDS,
+@flow(name=ETL_FLOW_NAME, task_runner=_BudgetedThreadPoolTaskRunner(max_workers=8), timeout_seconds=_FLOW_CEILING_SECONDS,
       log_prints=True)
 def eve_market_etl(
     regions: list[int],
@@ -96,12 +119,22 @@ def _run_regions(regions: list[int], common: dict[str, Any], retries: int, retry
         state = future.state
         if not state.is_final():
             outcomes.append(RegionOutcome(region, "TIMED_OUT", error=f"not done after {timeout_seconds} s"))
+            _abandon_running_tasks()
             continue
         if state.is_completed():
             outcomes.append(RegionOutcome(region, "COMPLETED", counts=future.result()))
         else:
             outcomes.append(RegionOutcome(region, state.type.value, error=_state_error(state)))
     return outcomes
+
+
+def _abandon_running_tasks() -> None:
+    """Over budget: let the flow end without waiting for the task threads still running."""
+    from prefect.context import FlowRunContext
+
+    context = FlowRunContext.get()
+    if context is not None and isinstance(context.task_runner, _BudgetedThreadPoolTaskRunner):
+        context.task_runner.abandon_running = True
 
 
 def _fan_out(regions: list[int], common: dict[str, Any], retries: int, retry_delay_seconds: int,
