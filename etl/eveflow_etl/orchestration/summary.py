@@ -141,5 +141,7 @@ def read_child_outcomes(children: dict[int, Any], timeout_seconds: float, poll_s
         elif state.is_completed():
             outcomes.append(RegionOutcome(region, "COMPLETED", counts, None, str(run.id)))
         else:
-            outcomes.append(RegionOutcome(region, state.type.value, counts, state.message or state.type.value, str(run.id)))
+            # The child's own row names its error; its state message would nest its whole summary.
+            error = row.get("error") or state.message or state.type.value
+            outcomes.append(RegionOutcome(region, state.type.value, counts, error, str(run.id)))
     return outcomes
