@@ -21,11 +21,11 @@ from pathlib import Path
 
 import psycopg
 import pytest
-
 from eveflow_etl.orchestration.summary import artifact_key
 from eveflow_etl.orchestration.sync import sync_pipeline
 from eveflow_etl.orchestration.types import PrefectConnection
 from eveflow_etl.spec import parse_pipeline
+
 from tests.fixtures.prefect import pipeline_document, prefect_api
 from tests.prefect.test_flows import pg_env, wait_final, worker_env
 
@@ -156,10 +156,14 @@ def test_a_run_past_its_time_budget_ends_failed_naming_the_unfinished_region(
 ):
     """In-process run on the real server, ESI and Postgres: one region's ESI answers hang far past
     the run's budget; the run ends Failed at the budget, naming that region, without waiting for it."""
-    from prefect.logging.configuration import setup_logging
-    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
-
     from eveflow_etl.orchestration import flows
+    from prefect.logging.configuration import setup_logging
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_HOME,
+        PREFECT_LOGGING_TO_API_ENABLED,
+        temporary_settings,
+    )
 
     fast, slow, budget, delay = 10000002, 10000043, 4, 8
     for key, value in {**pg_env(pg_dsn), "EVEFLOW_ESI_BASE_URL": esi_server.esi_base_url,
