@@ -72,7 +72,7 @@ def _compose_binary() -> str | None:
 
 
 @pytest.mark.parametrize("env_text", [
-    "PREFECT_API_URL=http://prefect-server:4200/api\nPGUSER=u\nPGPASSWORD=p\nPGDATABASE=d\n",
+    "\n".join(["PREFECT_API_URL=http://prefect-server:4200/api", "PGUSER=u", "PGPASSWORD=p", "PGDATABASE=d", ""]),
     "PREFECT_API_URL=\n",  # a Snowflake Postgres pipeline has no PG* variables at all
 ])
 def test_compose_config_with_docker_compose(rendered, tmp_path, env_text):
