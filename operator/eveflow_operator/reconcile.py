@@ -74,6 +74,15 @@ def pipeline_from_body(body: Mapping[str, Any]) -> EvePipeline:
     return parse_pipeline(document, origin=f"{KIND} {meta.get('namespace')}/{meta.get('name')}")
 
 
+def with_worker_image(pipeline: EvePipeline, settings: OperatorSettings) -> EvePipeline:
+    """The pipeline as synced to Prefect: flow-run Jobs of a kubernetes pool use the same image
+    as the worker, which is the operator's default when the spec names none."""
+    if pipeline.spec.worker.image:
+        return pipeline
+    worker = pipeline.spec.worker.model_copy(update={"image": settings.worker_image})
+    return pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"worker": worker})})
+
+
 def _spec_message(error: ConfigError, name: str) -> str:
     # parse_pipeline prefixes "<origin>: "; the condition is already on the object, keep the rest.
     text = str(error)
@@ -138,7 +147,8 @@ class Reconciler:
 
         try:
             async with self._syncs:
-                result: SyncResult = await sync.sync_pipeline(pipeline, conn, namespace=namespace)
+                result: SyncResult = await sync.sync_pipeline(
+                    with_worker_image(pipeline, self.settings), conn, namespace=namespace)
         except PrefectUnavailable as exc:
             return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.api_url} unreachable: {exc}; retrying")
         except PrefectAuthError as exc:

@@ -39,6 +39,10 @@ def worker_command(pipeline: EvePipeline) -> list[str]:
     return command + ["--port", str(HEALTH_PORT), "--no-create-pool"]
 
 
+# prefect-kubernetes' KubernetesWorkerSettings (api_key_secret_name/key, api_auth_string_secret_name/key).
+JOB_SECRET_ENV_PREFIX = "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_"
+
+
 def worker_env(pipeline: EvePipeline, settings: OperatorSettings, namespace: str) -> list[dict[str, Any]]:
     """PREFECT_* env; credentials only as secretKeyRef (the values never pass through here)."""
     spec = pipeline.spec
@@ -50,6 +54,13 @@ def worker_env(pipeline: EvePipeline, settings: OperatorSettings, namespace: str
     if spec.work_pool.type == "kubernetes":
         jobs_namespace = (spec.work_pool.kubernetes and spec.work_pool.kubernetes.namespace) or namespace
         env.append({"name": OBSERVER_NAMESPACES_ENV, "value": jobs_namespace})
+        # Without these the kubernetes worker copies its own key / auth string into every Job's
+        # env as a literal value; with them the Jobs reference the same Secret key instead.
+        for prefix, ref in (("API_KEY", spec.prefect.api_key_secret_ref),
+                            ("API_AUTH_STRING", spec.prefect.auth_string_secret_ref)):
+            if ref is not None:
+                env += [{"name": f"{JOB_SECRET_ENV_PREFIX}{prefix}_SECRET_NAME", "value": ref.name},
+                        {"name": f"{JOB_SECRET_ENV_PREFIX}{prefix}_SECRET_KEY", "value": ref.key}]
     env += [
         {"name": "EVEFLOW_DESTINATION_PROFILE", "value": spec.destination.profile},
         {"name": "EVEFLOW_PIPELINE", "value": pipeline.name},

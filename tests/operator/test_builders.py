@@ -92,6 +92,24 @@ def test_cloud_api_key_from_secret() -> None:
     assert env["PREFECT_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "key"}
 
 
+def test_kubernetes_pool_jobs_reference_the_prefect_secret_instead_of_copying_the_key() -> None:
+    doc = _doc("pipeline-kubernetes.yaml")
+    doc["spec"]["prefect"] = {"mode": "cloud", "apiUrl": "https://api.prefect.cloud/api/accounts/a/workspaces/w",
+                              "apiKeySecretRef": {"name": "prefect-cloud", "key": "key"}}
+    env = {e["name"]: e for e in _container(build_worker_deployment(parse_pipeline(doc), SETTINGS, "n"))["env"]}
+    assert env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_NAME"]["value"] == "prefect-cloud"
+    assert env["PREFECT_INTEGRATIONS_KUBERNETES_WORKER_API_KEY_SECRET_KEY"]["value"] == "key"
+    # prefect-kubernetes reads exactly these names
+    import os
+    from unittest import mock
+
+    from prefect_kubernetes.settings import KubernetesSettings
+
+    with mock.patch.dict(os.environ, {k: v["value"] for k, v in env.items() if "INTEGRATIONS" in k}):
+        worker_settings = KubernetesSettings().worker
+    assert (worker_settings.api_key_secret_name, worker_settings.api_key_secret_key) == ("prefect-cloud", "key")
+
+
 def test_kubernetes_pool_gets_observer_namespace_and_role() -> None:
     pipeline = _pipeline("pipeline-kubernetes.yaml")
     children = build_children(pipeline, SETTINGS, "jobs-ns")

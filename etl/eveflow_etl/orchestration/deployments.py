@@ -39,6 +39,21 @@ def flow_parameter_schema(entrypoint: str) -> dict[str, Any]:
     return import_object(entrypoint).parameters.model_dump_for_openapi()
 
 
+def flow_run_job_variables(pipeline: EvePipeline) -> dict[str, Any]:
+    """Per-deployment job variables. A kubernetes pool runs each flow in a Job of its own: it
+    needs the eveflow image and the destination Secret (as ``envFrom``, see ``pools``); process
+    pools run flows inside the worker, which already has both."""
+    spec = pipeline.spec
+    if spec.work_pool.type != "kubernetes":
+        return {}
+    variables: dict[str, Any] = {}
+    if spec.worker.image:
+        variables["image"] = spec.worker.image
+    if spec.destination.secret_ref:
+        variables["env_from"] = [{"secretRef": {"name": spec.destination.secret_ref}}]
+    return variables
+
+
 @dataclass
 class DesiredDeployment:
     name: str
@@ -58,7 +73,7 @@ def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDe
         "tags": tags,
         "paused": spec.suspend,
         "enforce_parameter_schema": True,
-        "job_variables": {},
+        "job_variables": flow_run_job_variables(pipeline),
         "path": None,
         "pull_steps": None,
         "description": f"Managed by eveflow from EvePipeline {namespace}/{pipeline.name}: "

@@ -38,6 +38,23 @@ def default_base_job_template(pool_type: str) -> dict[str, Any]:
     raise PrefectRejected(f"spec.workPool.type '{pool_type}': Prefect knows no default job template for it")
 
 
+def _add_env_from_variable(template: dict[str, Any]) -> None:
+    """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``.
+
+    Prefect's default template only has ``env`` (literal values); flow-run Jobs need the
+    destination's credentials, which must come from a Secret reference, never a literal.
+    """
+    template["variables"]["properties"]["env_from"] = {
+        "title": "Environment from Secrets",
+        "description": "envFrom entries of the flow-run container (eveflow: the destination Secret).",
+        "type": "array",
+        "items": {"type": "object"},
+        "default": [],
+    }
+    containers = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    containers[0]["envFrom"] = "{{ env_from }}"
+
+
 def build_base_job_template(pipeline: EvePipeline, namespace: str) -> dict[str, Any]:
     """The type's default template with ``spec.workPool.jobVariables`` (and kubernetes settings)
     set as the variables' defaults. Pure apart from reading the installed default."""
@@ -52,6 +69,7 @@ def build_base_job_template(pipeline: EvePipeline, namespace: str) -> dict[str, 
             overrides.setdefault("finished_job_ttl", k8s.finished_job_ttl_seconds if k8s else 3600)
         if k8s is not None:
             overrides.setdefault("image_pull_policy", k8s.image_pull_policy)
+        _add_env_from_variable(template)
     unknown = sorted(k for k in overrides if k not in properties)
     if unknown:
         raise PrefectRejected(
