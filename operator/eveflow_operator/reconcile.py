@@ -26,7 +26,7 @@ from eveflow_etl.spec import KIND, EvePipeline, parse_pipeline
 from eveflow_operator import status as st
 from eveflow_operator.apply import apply_children, delete_stale
 from eveflow_operator.children import build_children
-from eveflow_operator.kube import KubeApi, object_path
+from eveflow_operator.kube import KubeApi, KubeError, object_path
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
 from eveflow_operator.rbac import jobs_namespace, needs_role
 from eveflow_operator.settings import OperatorSettings
@@ -205,6 +205,21 @@ class Reconciler:
             pipeline = pipeline_from_body(body)
         except ConfigError:
             return DeletePassResult(True, [EventSpec("Normal", "Deleted", "spec was invalid: nothing to remove in Prefect")])
+        target = jobs_namespace(pipeline, namespace)
+        if needs_role(pipeline) and target != namespace:
+            # Owner references cannot cross namespaces: no garbage collector removes these.
+            name = worker_name(pipeline)
+            try:
+                await delete_stale(self.kube, [("rbac.authorization.k8s.io/v1", "RoleBinding", target, name),
+                                               ("rbac.authorization.k8s.io/v1", "Role", target, name)])
+            except KubeError as exc:
+                problem = st.Problem(st.KUBERNETES_ERROR, str(exc))
+                if retry >= self.settings.finalizer_max_retries:
+                    return DeletePassResult(True, [EventSpec(
+                        "Warning", "DeleteAbandoned",
+                        f"gave up removing Role/RoleBinding {name} in namespace '{target}' after {retry + 1} "
+                        f"attempts ({exc}); remove them by hand")], problem)
+                return DeletePassResult(False, [], problem)
         if pipeline.spec.deletion_policy == "Orphan":
             return DeletePassResult(True, [EventSpec("Normal", "Orphaned",
                                                      "deletionPolicy: Orphan -- Prefect pool and deployments kept")])
