@@ -227,9 +227,11 @@ class Reconciler:
             async with self.lock(meta.get("uid", meta["name"])):
                 conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
                 result = await sync.delete_pipeline(pipeline, conn, namespace=namespace)
-        except (SecretNotFound, PrefectUnavailable, PrefectAuthError, PrefectRejected) as exc:
+        except (SecretNotFound, PrefectUnavailable, PrefectAuthError, PrefectRejected, KubeError) as exc:
             reason = {SecretNotFound: st.SECRET_NOT_FOUND, PrefectUnavailable: st.PREFECT_UNAVAILABLE,
                       PrefectAuthError: st.PREFECT_AUTH_FAILED}.get(type(exc), st.PREFECT_REJECTED)
+            if isinstance(exc, KubeError):  # reading the Secret; not caught, kopf would retry forever
+                reason = st.KUBERNETES_ERROR
             if retry >= self.settings.finalizer_max_retries:
                 return DeletePassResult(True, [EventSpec(
                     "Warning", "DeleteAbandoned",

@@ -68,3 +68,15 @@ def test_delete_rbac_errors_retry_then_release() -> None:
     assert not first.release and first.problem is not None
     last = asyncio.run(Reconciler(settings, kube).finalize(_body("jobs"), 2))  # type: ignore[arg-type]
     assert last.release and any(e.type == "Warning" for e in last.events)
+
+
+def test_delete_secret_read_errors_count_toward_the_retry_bound() -> None:
+    # A Kubernetes error reading the Prefect Secret (403, 5xx) must not block deletion forever.
+    body = _body(None, policy="Delete")
+    body["spec"]["prefect"] = {"mode": "selfHosted", "authStringSecretRef": {"name": "prefect-auth", "key": "auth"}}
+    settings = OperatorSettings(finalizer_max_retries=1)
+    kube = FakeKube({}, fail=403)
+    first = asyncio.run(Reconciler(settings, kube).finalize(body, 0))  # type: ignore[arg-type]
+    assert not first.release and first.problem is not None
+    last = asyncio.run(Reconciler(settings, kube).finalize(body, 1))  # type: ignore[arg-type]
+    assert last.release and any(e.reason == "DeleteAbandoned" for e in last.events)
