@@ -284,3 +284,23 @@ async def test_server_going_away_mid_sync_is_finished_by_the_next_sync(prefect_s
         assert sorted(slugs) == ["daily", "hub-refresh"]
     prefect_write_counter.reset()
     assert (await sync_pipeline(p, conn)).writes == 0
+
+
+async def test_every_slugless_schedule_is_removed_in_one_sync(prefect_server, prefect_write_counter):
+    name, pool = unique("noslug"), unique("pool")
+    p = pipeline(name, pool)
+    conn = PrefectConnection(prefect_write_counter.api_url)
+    first = await sync_pipeline(p, conn)
+    deployment_id = first.deployment_ids[name]
+    with api(prefect_server) as client:
+        # two schedules added by hand without a slug (e.g. in the Prefect UI)
+        assert client.post(f"deployments/{deployment_id}/schedules", json=[
+            {"schedule": {"cron": "1 1 * * *"}}, {"schedule": {"cron": "2 2 * * *"}}]).status_code == 201
+
+    second = await sync_pipeline(p, conn)
+    assert len([a for a in second.actions if a.startswith("deleted schedule")]) == 2, second.actions
+    with api(prefect_server) as client:
+        slugs = sorted(s["slug"] for s in client.get(f"deployments/{deployment_id}").json()["schedules"])
+        assert slugs == ["daily", "hub-refresh"]
+    prefect_write_counter.reset()
+    assert (await sync_pipeline(p, conn)).writes == 0 and prefect_write_counter.writes == []

@@ -49,7 +49,8 @@ async def ensure_schedules(api: PrefectApi, deployment: dict[str, Any], desired:
     eveflow's, and the spec is the only list of its schedules.
     """
     deployment_id, name = deployment["id"], deployment["name"]
-    observed = {s.get("slug"): s for s in deployment.get("schedules") or []}
+    # Slug-less schedules are keyed by id: under one ``None`` key all but one would be missed.
+    observed = {s.get("slug") or s["id"]: s for s in deployment.get("schedules") or []}
     ids: dict[str, str] = {}
     to_create = []
     for schedule in desired:
@@ -64,7 +65,7 @@ async def ensure_schedules(api: PrefectApi, deployment: dict[str, Any], desired:
             actions.append(f"updated schedule {name}/{schedule['slug']} ({', '.join(sorted(patch))})")
     for slug, stale in observed.items():
         await api.write("DELETE", f"/deployments/{deployment_id}/schedules/{stale['id']}", missing_ok=True)
-        actions.append(f"deleted schedule {name}/{slug or stale['id']}")
+        actions.append(f"deleted schedule {name}/{slug}")
     if to_create:
         created = await api.write("POST", f"/deployments/{deployment_id}/schedules", to_create)  # type: ignore[arg-type]
         for item in created or []:
