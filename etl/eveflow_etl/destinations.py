@@ -9,6 +9,7 @@ Profiles: ``dsn`` (an explicit DSN/URI), ``env`` (libpq's ``PG*`` variables), ``
 from __future__ import annotations
 
 import os
+import re
 from typing import Mapping
 
 import psycopg
@@ -64,7 +65,7 @@ def _parse(dsn: str) -> str:
     try:
         return make_conninfo(dsn)
     except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"invalid --dsn: {redact_text(str(exc), dsn)}") from None
+        raise ConfigError(f"invalid --dsn: {one_line(exc, dsn)}") from None
 
 
 def _require_tls(conninfo: str, profile: str) -> str:
@@ -95,7 +96,10 @@ def redact_text(text: str, conninfo: str) -> str:
     try:
         secrets.append(conninfo_to_dict(conninfo).get("password"))
     except psycopg.ProgrammingError:
-        pass
+        # libpq quotes an unparsable DSN (or its bad token) in the error: find the password by hand.
+        uri = re.match(r"^\w+://[^:/?#@]*:(.*)@", conninfo)
+        secrets += [uri.group(1)] if uri else []
+        secrets += [v.strip("'") for v in re.findall(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", conninfo)]
     secrets += [os.environ.get("PGPASSWORD"), os.environ.get("SNOWFLAKE_POSTGRES_PASSWORD")]
     for secret in filter(None, secrets):
         text = text.replace(str(secret), "***")

@@ -27,6 +27,18 @@ def test_unreachable_database_is_one_line_and_nonzero():
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("dsn", [
+    "postgresql://eve:s3cr%zzet@127.0.0.1:1/eve",  # a '%' left unencoded in the password
+    "postgresql://eve:s3cret@[]/eve",
+    "postgresql://eve:s3cret@[::1]x/eve",
+])
+def test_unparsable_dsn_is_one_line_without_password(dsn):
+    proc = _eveflow("etl", "run", "--source", "esi-history", "--regions", "10000002", "--dsn", dsn)
+    assert proc.returncode == 2 and "invalid --dsn" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.count("\n") == 1
+    assert "s3cr" not in proc.stderr + proc.stdout
+
+
 def test_invalid_table_name_refused():
     proc = _eveflow("etl", "run", "--source", "mokaam", "--regions", "10000002", "--table", "Robert'); DROP",
                     "--dsn", "postgresql://nobody@127.0.0.1:1/x")
