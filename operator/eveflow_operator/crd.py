@@ -28,10 +28,11 @@ CRD_PATHS = ("crds/evepipelines.eveflow.dev.yaml", "charts/eveflow/crds/evepipel
 # `kubectl apply`. croniter in the operator remains the full check.
 _N = {
     "minute": r"([0-5]?[0-9])",
-    "hour": r"(1?[0-9]|2[0-3])",
-    "dom": r"([1-9]|[12][0-9]|3[01]|L)",
-    "month": r"([1-9]|1[0-2]|[A-Za-z]{3})",
-    "dow": r"([0-7]|[A-Za-z]{3})",
+    # Leading zeros ('09', '01') are valid cron and common.
+    "hour": r"([01]?[0-9]|2[0-3])",
+    "dom": r"(0?[1-9]|[12][0-9]|3[01]|L)",
+    "month": r"(0?[1-9]|1[0-2]|[A-Za-z]{3})",
+    "dow": r"(0?[0-7]|[A-Za-z]{3})",
 }
 
 

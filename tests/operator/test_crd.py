@@ -215,9 +215,10 @@ def test_the_model_rejects_what_the_crd_rejects() -> None:
 
 def test_cron_pattern_accepts_what_croniter_accepts() -> None:
     good = ["* * * * *", "15 12 * * *", "0 */6 * * *", "*/15 * * * *", "0 0 1,15 * MON-FRI",
-            "5 4 * JAN,JUL sun", "0 9-17/2 * * 1-5", "59 23 31 12 7", "0 0 L * *", "0 0 * * 5#2"]
+            "5 4 * JAN,JUL sun", "0 9-17/2 * * 1-5", "59 23 31 12 7", "0 0 L * *", "0 0 * * 5#2",
+            "0 09 * * *", "00 00 01 01 *", "05 4 * 03 01"]
     bad = ["61 * * * *", "* 24 * * *", "* * 32 * *", "* * * 13 *", "* * * * 8", "0 12 * *",
-           "0 0 0 * *", "@daily", "a b c d e", "0 12 * * * *"]
+           "0 0 0 * *", "@daily", "a b c d e", "0 12 * * * *", "0 24 * * *", "0 0 00 * *", "0 0 * 00 *", "0 0 * * 08"]
     for cron in good:
         assert re.match(CRON_PATTERN, cron), cron
         assert croniter.is_valid(cron), cron
