@@ -121,6 +121,14 @@ def run_etl(
             report.error = f"load into {target} at {describe(destination)} failed: {one_line(exc, destination)}"
         else:
             report.error = f"{type(exc).__name__}: {one_line(exc, destination)}"
+        # Stop the source now (its fetch threads, HTTP session): the error's traceback keeps the
+        # suspended generator alive for as long as a caller (a retrying task) holds the error.
+        close = getattr(batches, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception as close_exc:  # noqa: BLE001 - the original error matters more
+                log.warning("closing the source of run %s failed: %s", run_id, close_exc)
         _record_failure(destination, target, report)
         if isinstance(exc, psycopg.Error):
             raise DestinationError(report.error) from None

@@ -177,6 +177,27 @@ def test_incomplete_orders_snapshot_loads_nothing(pg_dsn):
     assert _count(pg_dsn, "SELECT count(*) FROM eve.market_orders") == 0
 
 
+def test_failed_load_closes_the_source_at_once(pg_dsn):
+    """The source (fetch threads, HTTP session) ends with the run, not when the error is forgotten."""
+    from eveflow_etl.errors import SourceError
+
+    closed = threading.Event()
+
+    def batches():
+        try:
+            yield Batch("esi-orders", 10000002, orders_frame([1, 2]), snapshot_complete=False)
+            yield Batch("esi-orders", 10000043, orders_frame([3, 4]))
+        finally:
+            closed.set()
+
+    try:
+        _run(pg_dsn, batches(), source="esi-orders")
+    except SourceError:  # the error (and its traceback) still held, as a retrying caller does
+        assert closed.is_set()
+    else:
+        pytest.fail("the incomplete snapshot did not fail the run")
+
+
 @pytest.mark.parametrize("schema,table", [("Eve", "t"), ("eve", "drop table x;--"), ("eve", "a" * 60), ("1x", "t")])
 def test_invalid_names_refused_before_any_sql(schema, table):
     # The DSN points nowhere: a ConfigError (not a connection error) proves nothing was tried.
