@@ -140,7 +140,8 @@ def _record_failure(destination: str, target: Target, report: RunReport) -> None
     # The load connection may be dead (that may be the failure): use a fresh one.
     try:
         with connect(destination, autocommit=True) as conn:
-            finish_run(conn, target, run_id=report.run_id, status="failed", counts=asdict(report.totals),
+            # The load transaction rolled back: nothing was inserted, updated or quarantined.
+            finish_run(conn, target, run_id=report.run_id, status="failed", counts={"fetched": report.totals.fetched},
                        error=report.error)
     except Exception as exc:  # noqa: BLE001 - the original error matters more
         log.error("could not record failed run %s in the ledger: %s", report.run_id, exc)

@@ -198,6 +198,23 @@ def test_failed_load_closes_the_source_at_once(pg_dsn):
         pytest.fail("the incomplete snapshot did not fail the run")
 
 
+def test_failed_run_ledger_does_not_count_rolled_back_rows(pg_dsn):
+    from eveflow_etl.errors import SourceError
+
+    frame = orders_frame([1, 2, 3])
+    frame.loc[0, "range"] = "galaxy"  # quarantined
+    with pytest.raises(SourceError):
+        _run(pg_dsn, [Batch("esi-orders", 10000002, frame),
+                      Batch("esi-orders", 10000043, orders_frame([4], region=10000043), snapshot_complete=False)],
+             source="esi-orders")
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_orders") == 0
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_orders_quarantine") == 0
+    with psycopg.connect(pg_dsn) as conn:
+        ledger = conn.execute("SELECT status, fetched, inserted, updated, unchanged, quarantined, closed "
+                              "FROM eve.etl_runs").fetchone()
+    assert ledger == ("failed", 3, 0, 0, 0, 0, 0)
+
+
 @pytest.mark.parametrize("schema,table", [("Eve", "t"), ("eve", "drop table x;--"), ("eve", "a" * 60), ("1x", "t")])
 def test_invalid_names_refused_before_any_sql(schema, table):
     # The DSN points nowhere: a ConfigError (not a connection error) proves nothing was tried.
