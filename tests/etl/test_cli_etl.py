@@ -69,6 +69,15 @@ def test_csv_cli_malformed_file(pg_dsn, tmp_path):
 
 
 @pytest.mark.postgres
+def test_csv_pull_failure_leaves_no_file(pg_dsn, tmp_path):
+    from eveflow_etl.cli import run
+
+    out = tmp_path / "out.csv"
+    assert run(["csv", "pull", "s.missing", "-o", str(out), "--dsn", pg_dsn]) == 2
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.postgres
 def test_cli_run_against_local_esi_server(pg_dsn, esi_server, tmp_path):
     env = {"EVEFLOW_DATA_DIR": str(tmp_path / "data"), "EVEFLOW_ESI_RATE_PER_SECOND": "100",
            "EVEFLOW_CONTACT": "tests@eveflow.invalid"}

@@ -70,7 +70,11 @@ def pull(
         pull_csv(conninfo, qualified)
         return
     tmp = output.with_name(output.name + ".part")
-    with tmp.open("wb") as fh:
-        size = pull_csv(conninfo, qualified, fh)
+    try:
+        with tmp.open("wb") as fh:
+            size = pull_csv(conninfo, qualified, fh)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # nor a stray .part
+        raise
     tmp.replace(output)  # no half-written file on failure
     typer.echo(f"wrote {size} bytes to {output}", err=True)
