@@ -22,21 +22,13 @@ sys.path.insert(0, str(ROOT / "etl"))
 
 
 def child(dsn: str, rows: int, table: str) -> None:
-    from dataclasses import dataclass
-
     import numpy as np
     import pandas as pd
 
+    from eveflow_etl.datasets import SourceKind
     from eveflow_etl.run import run_etl
     from eveflow_etl.settings import EtlSettings
-
-    @dataclass
-    class Batch:
-        source: str
-        region_id: int
-        frame: pd.DataFrame
-        snapshot_complete: bool = True
-        types: tuple | None = None
+    from eveflow_etl.sources import SourceBatch
 
     per_batch = 50_000
 
@@ -46,12 +38,12 @@ def child(dsn: str, rows: int, table: str) -> None:
             n = min(per_batch, rows - start)
             idx = np.arange(start, start + n)
             lowest = rng.uniform(1, 1e6, n).round(2)
-            yield Batch("everef", 10000002, pd.DataFrame({
+            yield SourceBatch(SourceKind.EVEREF, 10000002, pd.DataFrame({
                 "region_id": 10000002, "type_id": 18 + idx // 400,
                 "date": (pd.Timestamp("2025-01-01") + pd.to_timedelta(idx % 400, unit="D")).strftime("%Y-%m-%d"),
                 "average": lowest * 1.1, "highest": lowest * 1.2, "lowest": lowest,
                 "order_count": rng.integers(1, 5000, n), "volume": rng.integers(1, 10**9, n),
-            }))
+            }), snapshot_complete=False)
 
     started = time.perf_counter()
     report = run_etl("everef", [10000002], None, dsn, schema="bench", table=table, settings=EtlSettings(),

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
+from eveflow_etl.datasets import SourceKind
+from eveflow_etl.sources import SourceBatch
 
-@dataclass
-class Batch:
-    source: str
-    region_id: int
-    frame: pd.DataFrame
-    snapshot_complete: bool = True
-    types: tuple[int, ...] | None = None
+
+def Batch(source: str, region_id: int, frame: pd.DataFrame, snapshot_complete: bool = True,  # noqa: N802
+          types: tuple[int, ...] | None = None) -> SourceBatch:
+    """A source batch built in a test (the real type, so tests feed run_etl what sources do)."""
+    return SourceBatch(SourceKind(source), region_id, frame, snapshot_complete, types)
 
 
 def history_frame(rows: int, region: int = 10000002, seed: int = 1) -> pd.DataFrame:
