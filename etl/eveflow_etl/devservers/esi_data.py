@@ -238,19 +238,66 @@ EVEREF_COLUMNS = ("average", "date", "highest", "lowest", "order_count", "volume
                   "type_id", "http_last_modified")
 
 
-def everef_csv_bz2(seed: int, regions: Sequence[int], types: Sequence[int], day: dt.date) -> Iterator[bytes]:
-    """The EVE Ref daily file as bz2-compressed CSV chunks, generated region by region."""
+def everef_csv_bz2(seed: int, regions: Sequence[int], types: Sequence[int], day: dt.date, *,
+                   revision: int = 0, drop_rows: int = 0) -> Iterator[bytes]:
+    """The EVE Ref daily file as bz2-compressed CSV chunks, generated region by region.
+
+    ``revision`` > 0: the file as EVE Ref rewrote it later (newly scraped figures for some rows,
+    see :func:`everef_day`). ``drop_rows``: that many rows left out of an otherwise well-formed
+    file (a broken export), while :func:`everef_totals` still counts them.
+    """
     comp = bz2.BZ2Compressor(6)
-    stamp = (dt.datetime.combine(day + dt.timedelta(days=1), dt.time(11, 5), dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ")
     yield comp.compress((",".join(EVEREF_COLUMNS) + "\n").encode())
     date = day.isoformat()
     for region_id in regions:
-        cols = history_day(seed, region_id, types, day)
-        lines = [f"{a},{date},{h},{lo},{c},{v},{region_id},{t},{stamp}\n"
-                 for a, h, lo, c, v, t in zip(cols["average"].tolist(), cols["highest"].tolist(),
-                                             cols["lowest"].tolist(), cols["order_count"].tolist(),
-                                             cols["volume"].tolist(), cols["type_id"].tolist())]
+        cols = everef_day(seed, region_id, types, day, revision)
+        lines = [f"{a},{date},{h},{lo},{c},{v},{region_id},{t},{s}\n"
+                 for a, h, lo, c, v, t, s in zip(cols["average"].tolist(), cols["highest"].tolist(),
+                                                cols["lowest"].tolist(), cols["order_count"].tolist(),
+                                                cols["volume"].tolist(), cols["type_id"].tolist(),
+                                                cols["http_last_modified"].tolist())]
+        if drop_rows > 0:
+            lines, drop_rows = lines[drop_rows:], max(0, drop_rows - len(lines))
         data = comp.compress("".join(lines).encode())
         if data:
             yield data
     yield comp.flush()
+
+
+def everef_modified(day: dt.date, revision: int = 0) -> float:
+    """When EVE Ref wrote the file of ``day``: the next day at 11:05 UTC, an hour later per rewrite."""
+    first = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(11, 5), dt.UTC)
+    return (first + dt.timedelta(hours=revision)).timestamp()
+
+
+def everef_day(seed: int, region_id: int, types: Sequence[int], day: dt.date, revision: int = 0) -> dict[str, np.ndarray]:
+    """The rows of one region in the EVE Ref file of ``day`` (the ESI history of that day).
+
+    Each rewrite (``revision`` > 0) gives about a fifth of the rows a higher volume and order
+    count, stamped with the rewrite's time: late trades ESI reported after the first scrape. The
+    set of rows, and so the day's total, stays the same.
+    """
+    cols = history_day(seed, region_id, types, day)
+    n = len(cols["type_id"])
+    stamp = np.full(n, _stamp(everef_modified(day)), dtype=object)
+    for rev in range(1, revision + 1):
+        late = _u01(_key(seed, 8, region_id, day.toordinal(), rev), np.arange(n)) < 0.2
+        cols["volume"] = cols["volume"] + np.where(late, 7 * rev, 0)
+        cols["order_count"] = cols["order_count"] + np.where(late, 1, 0)
+        stamp[late] = _stamp(everef_modified(day, rev))
+    cols["http_last_modified"] = stamp
+    return cols
+
+
+def everef_totals(seed: int, regions: Sequence[int], types: Sequence[int], days: Sequence[dt.date]) -> dict[str, int]:
+    """EVE Ref's ``totals.json``: rows of each day's file (every region), by ISO day."""
+    day_num = np.array([d.toordinal() for d in days], dtype=np.int64)
+    counts = np.zeros(len(days), dtype=np.int64)
+    for region_id in regions:
+        keys, prices = _keys_prices(seed, region_id, types)
+        counts += _history_core(keys, prices, day_num)["traded"].sum(axis=0)
+    return {d.isoformat(): int(c) for d, c in zip(days, counts.tolist())}
+
+
+def _stamp(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -7,7 +7,8 @@ Paths, JSON shapes and headers are the real ones:
   the error limit (``X-ESI-Error-Limit-*``, 420) and token buckets (``X-Ratelimit-*``, 429 +
   ``Retry-After``) really enforced.
 - Mokaam ``/API/market/all?regionid=R``; EVE Ref ``/market-history/YYYY/market-history-DAY.csv.bz2``
-  (bz2 CSV generated as it streams).
+  (bz2 CSV generated as it streams; 304 on ``If-None-Match`` / ``If-Modified-Since``) and
+  ``/market-history/totals.json`` (rows per day); rewrites and faults via the ``everef_*`` config.
 - Admin: ``POST /_admin/faults`` (a :class:`FaultRule` as JSON, or ``{"rules": [...]}``),
   ``DELETE /_admin/faults``, ``POST /_admin/config`` (change limits live), ``POST /_admin/drain``
   (another client used up a group's tokens), ``POST /_admin/tick`` (the market moves on: next
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from eveflow_etl.devservers import esi_data as data
+from eveflow_etl.devservers import esi_everef
 from eveflow_etl.devservers.esi_limits import FaultRule, token_cost
 
 from eveflow_etl.devservers.esi_state import (  # noqa: F401  (re-exported: the server's public names)
@@ -63,6 +65,7 @@ def build_app(state: EsiServerState) -> web.Application:
         app.router.add_get(r"/latest/markets/{region:\d+}/types" + suffix, h.types)
     app.router.add_get("/API/market/all", h.mokaam_all)
     app.router.add_get(r"/market-history/{year:\d{4}}/market-history-{day}.csv.bz2", h.everef)
+    app.router.add_get("/market-history/totals.json", h.everef_totals)
     app.router.add_post("/_admin/faults", h.add_faults)
     app.router.add_delete("/_admin/faults", h.clear_faults)
     app.router.add_post("/_admin/config", h.configure)
@@ -234,44 +237,10 @@ class _Handlers:
         return await self._send(request, _Reply(200, payload), fault)
 
     async def everef(self, request: web.Request) -> web.StreamResponse:
-        s = self.s
-        fault = s.match_fault(request.path, None, None)
-        if fault and fault.delay:
-            await asyncio.sleep(fault.delay)
-        try:
-            day = dt.date.fromisoformat(request.match_info["day"])
-        except ValueError:
-            day = None
-        if fault and fault.status:
-            return await self._send(request, _Reply(fault.status, {"error": f"injected {fault.status}"}), fault)
-        if day is None or day >= s.today() or str(day.year) != request.match_info["year"]:
-            return await self._send(request, _Reply(404, body=b"Not Found", headers={"Content-Type": "text/plain"}), fault)
-        modified = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(11, 5), dt.UTC).timestamp()
-        resp = web.StreamResponse(headers={"Content-Type": "application/x-bzip2",
-                                           "Last-Modified": http_date(modified),
-                                           "ETag": f'"{s.config.seed}-{day.isoformat()}-{len(s.types)}"'})
-        await resp.prepare(request)
-        sent = 0
-        # Generated in a worker thread: a big file must not stall the other requests.
-        chunks = data.everef_csv_bz2(s.config.seed, s.config.everef_regions, s.types, day)
-        loop = asyncio.get_running_loop()
-        try:
-            while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
-                sent += len(chunk)
-                await resp.write(chunk)
-                if fault and fault.truncate:
-                    if request.transport is not None:
-                        request.transport.close()
-                    break
-            else:
-                await resp.write_eof()
-        except ConnectionError:  # the client went away
-            pass
-        s.stats.requests += 1
-        s.stats.by_status[200] += 1
-        s.stats.body_bytes += sent
-        s.stats.events.append((round(time.time(), 3), request.path_qs, 200))
-        return resp
+        return await esi_everef.serve_file(self, request)
+
+    async def everef_totals(self, request: web.Request) -> web.StreamResponse:
+        return await esi_everef.serve_totals(self, request)
 
     # --- admin -----------------------------------------------------------------------------
     async def add_faults(self, request: web.Request) -> web.Response:

@@ -36,6 +36,13 @@ class EsiServerConfig:
     rate_limit_tokens: int = 12000
     rate_window_seconds: float = 900.0
     mokaam_sentinels: bool = True
+    # EVE Ref, by ISO day: the file rewritten (revision → changed rows, new ETag/Last-Modified);
+    # rows left out of the file; a wrong published total (added to the true one); days not yet
+    # in totals.json. totals.json covers the last ``history_days`` days.
+    everef_rewrites: dict[str, int] = field(default_factory=dict)
+    everef_short_rows: dict[str, int] = field(default_factory=dict)
+    everef_totals_skew: dict[str, int] = field(default_factory=dict)
+    everef_totals_unpublished: tuple[str, ...] = ()
 
 
 @dataclass
