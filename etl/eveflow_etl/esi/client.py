@@ -168,14 +168,15 @@ class EsiClient:
             return out
 
     @contextmanager
-    def stream(self, url: str, *, service: str | None = None) -> Iterator[requests.Response]:
+    def stream(self, url: str, *, service: str | None = None,
+               headers: Mapping[str, str] | None = None) -> Iterator[requests.Response]:
         """A streamed GET (large files): connect and status retried like :meth:`get`; the body
         is the caller's to read from ``response.raw``. Non-2xx statuses that are not retried
-        come back unread."""
+        come back unread (so does a 304 to conditional ``headers`` the caller sent)."""
         failures = 0
         while True:
             try:
-                resp = self._request(url, {}, stream=True)
+                resp = self._request(url, headers or {}, stream=True)
             except _Transient as exc:
                 if failures >= self.settings.esi_max_retries:
                     raise self._give_up(url, None, failures + 1, exc.reason, exc.unreachable, service) from None
