@@ -58,6 +58,8 @@ class RunReport:
     totals: Counts = field(default_factory=Counts)
     seconds: float = 0.0
     error: str | None = None
+    # What the user should know about the data loaded (e.g. an EVE Ref day left unverified).
+    notes: list[str] = field(default_factory=list)
 
 
 Progress = Callable[[int, Counts], None]
@@ -111,7 +113,8 @@ def run_etl(
                 _load_all(conn, target, dataset, batches, run_id, report, settings, progress)
                 report.status = "succeeded"
                 report.seconds = time.monotonic() - started
-                finish_run(conn, target, run_id=run_id, status="succeeded", counts=asdict(report.totals))
+                finish_run(conn, target, run_id=run_id, status="succeeded", counts=asdict(report.totals),
+                           notes=report.notes)
     except BaseException as exc:
         report.status = "failed"
         report.seconds = time.monotonic() - started
@@ -175,6 +178,7 @@ def _load_all(conn, target: Target, dataset: Dataset, batches: Iterable, run_id:
                 up = upserter.upsert(valid)
                 counts.add(Counts(len(part), up.inserted, up.updated, up.unchanged, len(bad)))
         assert counts.balanced, counts
+        report.notes.extend(n for n in getattr(batch, "notes", ()) if n not in report.notes)
         report.regions.setdefault(region, Counts()).add(counts)
         report.totals.add(counts)
         if progress is not None:

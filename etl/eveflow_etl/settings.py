@@ -43,9 +43,21 @@ class EtlSettings(BaseSettings):
     esi_backoff_seconds: float = Field(default=1.0, ge=0)
     # Mokaam answers 403 when it rate-limits; the reference project backed off from 10 s.
     mokaam_backoff_seconds: float = Field(default=10.0, ge=0)
+    # Pulls of one region's order book before giving up when ESI keeps rebuilding it mid-pull
+    # (pages of two builds would close orders that only moved between pages).
+    esi_orders_snapshot_attempts: int = Field(default=3, ge=1, le=10)
+    # Bytes the ESI HTTP cache (``cache_dir/http``: bodies kept to revalidate with a 304) may
+    # hold; least recently used entries go first. The Forge's order book is ~100 MB and ESI
+    # history ~40 kB a type. The pull in progress may overshoot it by its own pages until it ends.
+    esi_cache_max_bytes: int = Field(default=512 * 2**20, ge=1)
 
     # Rows per chunk streamed from a source through validation into Postgres.
     chunk_rows: int = Field(default=50_000, ge=100, le=2_000_000)
+
+    # EVE Ref daily files kept under ``cache_dir/everef`` to revalidate with a 304 instead of
+    # downloading again; least recently used files go first past this many bytes (0: no cache).
+    # A real day is under 1 MB compressed, so the default holds well over a year.
+    everef_cache_max_bytes: int = Field(default=512 * 2**20, ge=0)
 
     @field_validator("contact")
     @classmethod

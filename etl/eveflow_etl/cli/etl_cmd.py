@@ -117,4 +117,7 @@ def _summary(report) -> None:
     for region, counts in sorted(report.regions.items()):
         table.add_row(str(region), *(f"{getattr(counts, n):,}" for n in columns))
     table.add_row("total", *(f"{getattr(report.totals, n):,}" for n in columns), style="bold")
-    Console(width=120).print(table)
+    console = Console(width=120)
+    console.print(table)
+    for note in report.notes:
+        console.print(f"note: {note}", markup=False, highlight=False)

@@ -187,8 +187,18 @@ def ledger_ddl(target: Target) -> sql.Composed:
         fetched int8 NOT NULL DEFAULT 0, inserted int8 NOT NULL DEFAULT 0,
         updated int8 NOT NULL DEFAULT 0, unchanged int8 NOT NULL DEFAULT 0,
         quarantined int8 NOT NULL DEFAULT 0, closed int8 NOT NULL DEFAULT 0,
-        status text NOT NULL, error text)"""
+        status text NOT NULL, error text, notes text)"""
     ).format(target.ledger)
+
+
+def _add_ledger_notes(conn: Connection, target: Target) -> None:
+    # Ledgers created before ``notes`` existed get it; the ALTER only runs when it is missing,
+    # since it would queue behind (and block) runs writing the ledger.
+    missing = conn.execute(
+        "SELECT NOT EXISTS (SELECT 1 FROM information_schema.columns WHERE table_schema = %s "
+        "AND table_name = %s AND column_name = 'notes')", (target.schema, LEDGER_TABLE)).fetchone()[0]
+    if missing:
+        conn.execute(sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS notes text").format(target.ledger))
 
 
 def quarantine_ddl(target: Target) -> sql.Composed:
@@ -213,6 +223,7 @@ def ensure_tables(conn: Connection, target: Target, dataset: Dataset | str) -> N
         conn.execute(_create_table(target.ident(), spec))
         conn.execute(quarantine_ddl(target))
         conn.execute(ledger_ddl(target))
+        _add_ledger_notes(conn, target)
         if spec is ORDERS:
             conn.execute(_create_table(target.daily, ORDERS_DAILY))
             # Closing gone orders scans the open part of one region's book.

@@ -22,14 +22,17 @@ def start_run(conn: Connection, target: Target, *, run_id: str, pipeline_name: s
 
 
 def finish_run(conn: Connection, target: Target, *, run_id: str, status: str, counts: dict[str, int],
-               error: str | None = None) -> None:
+               error: str | None = None, notes: Sequence[str] = ()) -> None:
+    """``notes``: what a user should know about a run's data (e.g. an unverified EVE Ref day),
+    one per line in the ``notes`` column."""
     conn.execute(
         sql.SQL(
             "UPDATE {} SET finished_at = clock_timestamp(), status = %s, error = %s, fetched = %s, inserted = %s, "
-            "updated = %s, unchanged = %s, quarantined = %s, closed = %s WHERE run_id = %s"
+            "updated = %s, unchanged = %s, quarantined = %s, closed = %s, notes = %s WHERE run_id = %s"
         ).format(target.ledger),
         [status, error, counts.get("fetched", 0), counts.get("inserted", 0), counts.get("updated", 0),
-         counts.get("unchanged", 0), counts.get("quarantined", 0), counts.get("closed", 0), run_id],
+         counts.get("unchanged", 0), counts.get("quarantined", 0), counts.get("closed", 0),
+         "\n".join(notes) or None, run_id],
     )
 
 

@@ -21,7 +21,9 @@ class SourceBatch:
     ``snapshot_complete``: the frame is a whole snapshot (ESI orders: every page of the region
     succeeded), so the loader may close orders missing from it — but, when ``types`` is set,
     only orders of those types. ``skipped``: (type_id, reason) pairs a source left out on purpose
-    (e.g. ESI history 404 for a type without a market), for the run's counts.
+    (e.g. ESI history 404 for a type without a market), for the run's counts. ``notes``: what
+    the user should know about the data (e.g. an EVE Ref day whose row count could not be
+    checked), for the run's ledger row and summary.
     """
 
     source: SourceKind
@@ -30,6 +32,7 @@ class SourceBatch:
     snapshot_complete: bool
     types: tuple[int, ...] | None = None
     skipped: tuple[tuple[int, str], ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def fetch(source: SourceKind, regions: Sequence[int], types: Sequence[int] | None, settings: EtlSettings, *,

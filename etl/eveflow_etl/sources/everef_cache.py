@@ -1,0 +1,168 @@
+"""On-disk cache of EVE Ref daily files, revalidated with ``If-None-Match`` / ``If-Modified-Since``.
+
+Layout under the directory: ``<stem>.json`` (URL, ETag, Last-Modified, body name, size) and the
+compressed body ``<stem>.<version>.csv.bz2``, where ``stem`` names the day's file and ``version``
+hashes its validators. A download goes to a ``.part`` file and only becomes the cached body once
+it has been read to the end (:meth:`EverefCache.commit`); the body is renamed into place before
+the metadata that names it is replaced, so readers in other processes see either the old pair or
+the new one, never a half-written file. A reader keeps the body open from :meth:`lookup` on, so a
+concurrent replacement or eviction (which unlinks) cannot take it away mid-read.
+
+The cache is bounded by ``max_bytes``: after each commit the least recently used days go first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+
+# A .part file this old belongs to a process that died mid-download.
+_STALE_PART_SECONDS = 3600
+
+
+@dataclass
+class CachedFile:
+    url: str
+    etag: str | None
+    last_modified: str | None
+    body: Path
+    size: int
+    handle: BinaryIO  # open on ``body``: the caller reads (and closes) it
+
+    def conditional_headers(self) -> dict[str, str]:
+        headers = {}
+        if self.etag:
+            headers["If-None-Match"] = self.etag
+        if self.last_modified:
+            headers["If-Modified-Since"] = self.last_modified
+        return headers
+
+
+class EverefCache:
+    def __init__(self, directory: Path, max_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.max_bytes = max_bytes
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.max_bytes > 0
+
+    def _stem(self, url: str) -> str:
+        # The file name keeps the cache readable; the hash keeps two base URLs apart.
+        name = urlsplit(url).path.rsplit("/", 1)[-1].removesuffix(".csv.bz2") or "file"
+        return f"{name}-{hashlib.sha256(url.encode()).hexdigest()[:12]}"
+
+    def lookup(self, url: str) -> CachedFile | None:
+        """The cached copy of ``url``, opened, or None (not cached, or a torn/missing pair)."""
+        if not self.enabled:
+            return None
+        meta_path = self.directory / f"{self._stem(url)}.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+            body = self.directory / meta["body"]
+            handle = open(body, "rb")  # noqa: SIM115 - handed to the caller
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        if meta.get("url") != url or os.fstat(handle.fileno()).st_size != meta.get("size"):
+            handle.close()
+            return None
+        return CachedFile(url, meta.get("etag"), meta.get("last_modified"), body, meta["size"], handle)
+
+    def touch(self, entry: CachedFile) -> None:
+        """Mark ``entry`` as just used (eviction order; the age-based cache trim)."""
+        now = time.time()
+        for path in (entry.body, self.directory / f"{self._stem(entry.url)}.json"):
+            try:
+                os.utime(path, (now, now))
+            except OSError:
+                pass
+
+    def forget(self, url: str) -> None:
+        """Drop the cached copy of ``url`` (it turned out unreadable)."""
+        stem = self._stem(url)
+        discard(self.directory / f"{stem}.json")
+        for body in self.directory.glob(f"{stem}.*.csv.bz2"):
+            discard(body)
+
+    def new_part(self, url: str) -> tuple[Path, BinaryIO]:
+        fd, name = tempfile.mkstemp(dir=self.directory, prefix=f".{self._stem(url)}.", suffix=".part")
+        return Path(name), os.fdopen(fd, "wb")
+
+    def commit(self, url: str, part: Path, etag: str | None, last_modified: str | None) -> None:
+        """Make the fully read download ``part`` the cached copy of ``url`` (or drop it when the
+        cache is off or the server gave no validator to revalidate with)."""
+        if not self.enabled or not (etag or last_modified):
+            discard(part)
+            return
+        stem = self._stem(url)
+        version = hashlib.sha256(f"{etag}|{last_modified}".encode()).hexdigest()[:16]
+        body = self.directory / f"{stem}.{version}.csv.bz2"
+        os.replace(part, body)
+        meta = {"url": url, "etag": etag, "last_modified": last_modified, "body": body.name,
+                "size": body.stat().st_size}
+        _atomic_write(self.directory / f"{stem}.json", json.dumps(meta).encode())
+        for old in self.directory.glob(f"{stem}.*.csv.bz2"):
+            if old != body:
+                discard(old)
+        self.enforce_budget()
+
+    def enforce_budget(self) -> None:
+        """Evict least recently used days until the bodies fit in ``max_bytes``; drop bodies no
+        metadata names (a crash between the two renames) and abandoned ``.part`` files."""
+        now = time.time()
+        for part in self.directory.glob(".*.part"):
+            try:
+                if now - part.stat().st_mtime > _STALE_PART_SECONDS:
+                    discard(part)
+            except OSError:
+                pass
+        entries = []  # (last used, size, meta, body)
+        named = set()
+        for meta_path in self.directory.glob("*.json"):
+            try:
+                meta = json.loads(meta_path.read_text())
+                body = self.directory / meta["body"]
+                entries.append((meta_path.stat().st_mtime, body.stat().st_size, meta_path, body))
+                named.add(body.name)
+            except (OSError, ValueError, KeyError, TypeError):
+                discard(meta_path)
+        for body in self.directory.glob("*.csv.bz2"):
+            if body.name not in named:
+                discard(body)
+        total = sum(size for _, size, _, _ in entries)
+        for _, size, meta_path, body in sorted(entries):
+            if total <= self.max_bytes:
+                break
+            discard(meta_path)
+            discard(body)
+            total -= size
+            log.info("EVE Ref cache: evicted %s (%d bytes) to stay within %d bytes", body.name, size, self.max_bytes)
+
+
+def discard(path: Path) -> None:
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        pass
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta-", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        discard(Path(tmp))
+        raise
