@@ -26,8 +26,8 @@ from eveflow_etl.orchestration.summary import (
     RegionOutcome,
     counts_of_report,
     publish_summary,
-    read_child_outcomes,
 )
+from eveflow_etl.orchestration.fanout import cancel_children, parent_tag, read_child_outcomes
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME
 
 # Deployments' entrypoints are module paths into this module (see deployments.py).
@@ -79,7 +79,8 @@ def load_region(
 
 
 @flow(name=ETL_FLOW_NAME, task_runner=_BudgetedThreadPoolTaskRunner(max_workers=8), timeout_seconds=_FLOW_CEILING_SECONDS,
-      log_prints=True)
+      log_prints=True, on_cancellation=[cancel_children], on_crashed=[cancel_children],
+      on_failure=[cancel_children])
 def eve_market_etl(
     regions: list[int],
     source: str = "esi-history",
@@ -142,6 +143,7 @@ def _fan_out(regions: list[int], common: dict[str, Any], retries: int, retry_del
     """One flow run per region of this run's deployment, started together, then awaited."""
     from prefect.deployments import run_deployment
     from prefect.runtime import deployment as current_deployment
+    from prefect.runtime import flow_run as current_flow_run
 
     logger = get_run_logger()
     name = current_deployment.name
@@ -156,6 +158,7 @@ def _fan_out(regions: list[int], common: dict[str, Any], retries: int, retry_del
                         "retry_delay_seconds": retry_delay_seconds, "timeout_seconds": timeout_seconds},
             timeout=0,  # start them all; they are awaited below
             flow_run_name=f"{common['pipeline_name']}-region-{region}",
+            tags=[parent_tag(current_flow_run.id)],
         )
         logger.info("started flow run %s for region %s", children[region].id, region)
     return read_child_outcomes(children, timeout_seconds)

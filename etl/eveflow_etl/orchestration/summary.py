@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,44 +103,3 @@ def totals_of_artifact(artifact: dict[str, Any]) -> tuple[int, int] | None:
         if isinstance(row, dict) and row.get("region") == TOTAL_ROW:
             return rows_loaded(row), int(row.get("quarantined") or 0)
     return None
-
-
-def read_child_outcomes(children: dict[int, Any], timeout_seconds: float, poll_seconds: float = 2.0) -> list[RegionOutcome]:
-    """Wait for fan-out child flow runs, then read each child's summary artifact."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    deadline = time.monotonic() + timeout_seconds
-    states: dict[int, Any] = {}
-    with get_client(sync_client=True) as client:
-        pending = dict(children)
-        while pending and time.monotonic() < deadline:
-            for region, run in list(pending.items()):
-                state = client.read_flow_run(run.id).state
-                if state is not None and state.is_final():
-                    states[region] = state
-                    pending.pop(region)
-            if pending:
-                time.sleep(poll_seconds)
-        ids = [run.id for run in children.values()]
-        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
-    by_run: dict[str, dict[str, Any]] = {}
-    for artifact in artifacts:
-        if artifact.type == "table" and artifact.flow_run_id is not None:
-            for row in rows_of_artifact({"data": artifact.data}):
-                if row.get("region") not in (None, TOTAL_ROW):
-                    by_run[str(artifact.flow_run_id)] = row
-    outcomes = []
-    for region, run in children.items():
-        state = states.get(region)
-        row = by_run.get(str(run.id), {})
-        counts = {name: int(row.get(name) or 0) for name in COUNT_FIELDS}
-        if state is None:
-            outcomes.append(RegionOutcome(region, "TIMED_OUT", counts, f"flow run {run.id} not done after {timeout_seconds:.0f} s", str(run.id)))
-        elif state.is_completed():
-            outcomes.append(RegionOutcome(region, "COMPLETED", counts, None, str(run.id)))
-        else:
-            # The child's own row names its error; its state message would nest its whole summary.
-            error = row.get("error") or state.message or state.type.value
-            outcomes.append(RegionOutcome(region, state.type.value, counts, error, str(run.id)))
-    return outcomes
