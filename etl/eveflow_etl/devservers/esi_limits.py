@@ -134,6 +134,10 @@ class FaultRule:
     page: int | None = None
     region: int | None = None
     retry_after: int | None = None
+    # The order book is rebuilt (next version) as the request arrives, after ``delay``;
+    # ``tick_orders`` resizes the new build (X-Pages changes).
+    tick: bool = False
+    tick_orders: int | None = None
     hits: int = field(default=0)
 
     def matches(self, path: str, page: int | None, region: int | None) -> bool:

@@ -97,6 +97,8 @@ class _Handlers:
         fault = s.match_fault(request.path, page, region)
         if fault and fault.delay:
             await asyncio.sleep(fault.delay)
+        if fault and fault.tick:
+            s.rebuild(fault.tick_orders)
         now = mono = time.monotonic()
         bucket = s.buckets[group]
         if s.errors.blocked(now):
@@ -284,8 +286,8 @@ class _Handlers:
         return web.json_response({"drained": True})
 
     async def tick(self, request: web.Request) -> web.Response:
-        self.s.version += 1
-        self.s.version_started = time.time()
+        body = await request.json() if request.can_read_body else {}
+        self.s.rebuild(body.get("orders_per_region"))
         return web.json_response({"version": self.s.version})
 
     async def stats(self, request: web.Request) -> web.Response:

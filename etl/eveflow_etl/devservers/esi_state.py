@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import math
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
@@ -84,6 +85,15 @@ class EsiServerState:
                         for g in (HISTORY_GROUP, ORDERS_GROUP)}
         self.types = data.market_types(cfg.types_per_region, cfg.seed)
         self._type_set = set(self.types)
+
+    def rebuild(self, orders_per_region: int | None = None) -> None:
+        """The market moves on: the next order book build (``orders_per_region`` resizes it, so
+        its X-Pages changes). Real builds are minutes apart, so no two share a Last-Modified
+        second; tests tick faster, hence the one-second step."""
+        self.version += 1
+        self.version_started = max(time.time(), math.floor(self.version_started) + 1.0)
+        if orders_per_region is not None:
+            self.config.orders_per_region = orders_per_region
 
     def today(self) -> dt.date:
         return self.config.today or dt.datetime.now(dt.UTC).date()
