@@ -78,7 +78,7 @@ class EsiClient:
     def __init__(self, settings: EtlSettings, *, session: requests.Session | None = None,
                  cache: DiskCache | None = None) -> None:
         self.settings = settings
-        self.cache = cache or DiskCache(settings.cache_dir / "http")
+        self.cache = cache or DiskCache(settings.cache_dir / "http", settings.esi_cache_max_bytes)
         self.session = session or requests.Session()
         adapter = HTTPAdapter(pool_connections=8, pool_maxsize=settings.esi_max_concurrency * 2, max_retries=0)
         self.session.mount("http://", adapter)
@@ -116,16 +116,19 @@ class EsiClient:
     # --- public ----------------------------------------------------------------------------
     def get(self, url: str, params: Mapping[str, Any] | None = None, *, expect_json: bool = True,
             retry_statuses: tuple[int, ...] = (), backoff: float | None = None,
-            use_cache: bool = True, service: str | None = None) -> EsiResponse:
+            use_cache: bool = True, service: str | None = None, revalidate: bool = False) -> EsiResponse:
         """GET with cache, limits and retries. 2xx/304 come back as an :class:`EsiResponse`
         (304 with the cached body); 4xx other than 420/429 come back too for the caller to judge;
         everything else that will not succeed raises :class:`EsiRequestError` (``service`` names
-        the source in its message; default: guessed from the base URLs in the settings)."""
+        the source in its message; default: guessed from the base URLs in the settings).
+        ``revalidate`` asks the server even before ``Expires`` (with ``If-None-Match``): for a
+        body known to belong to a build the server has since replaced."""
         full_url = requests.Request("GET", url, params=params).prepare().url or url
         entry = self.cache.load(full_url) if use_cache else None
-        if entry is not None and entry.fresh(time.time()):
+        if entry is not None and not revalidate and entry.fresh(time.time()):
             self.stats.add(cache_hits=1)
-            return EsiResponse(full_url, 200, entry.body, {}, from_cache=True, pages=entry.pages)
+            return EsiResponse(full_url, 200, entry.body, {}, from_cache=True, pages=entry.pages,
+                               last_modified=entry.last_modified)
         # ``backoff`` is for ``retry_statuses`` (Mokaam's 403 wants longer pauses than a 5xx).
         base_delay = self.settings.esi_backoff_seconds if backoff is None else backoff
         failures = limit_waits = 0
@@ -149,8 +152,10 @@ class EsiClient:
                 entry.expires = expires_of(resp.headers)
                 entry.etag = resp.headers.get("ETag", entry.etag)
                 entry.pages = pages_of(resp.headers) or entry.pages
+                entry.last_modified = resp.headers.get("Last-Modified", entry.last_modified)
                 self.cache.touch(entry)
-                return EsiResponse(full_url, 200, entry.body, resp.headers, pages=entry.pages)
+                return EsiResponse(full_url, 200, entry.body, resp.headers, pages=entry.pages,
+                                   last_modified=entry.last_modified)
             if status >= 500 or status in retry_statuses or (status == 304 and entry is None):
                 if failures >= self.settings.esi_max_retries:
                     raise self._give_up(full_url, status, failures + 1, f"HTTP {status}", False, service)
@@ -161,6 +166,7 @@ class EsiClient:
                               failures, full_url, f"HTTP {status}", delay)
                 continue
             out = EsiResponse(full_url, status, resp.content, resp.headers, pages=pages_of(resp.headers),
+                              last_modified=resp.headers.get("Last-Modified"),
                               _data=getattr(resp, "_eveflow_json", None))
             if status == 200 and use_cache and ("ETag" in resp.headers or "Expires" in resp.headers):
                 self.cache.store(CacheEntry(full_url, resp.headers.get("ETag"), expires_of(resp.headers),

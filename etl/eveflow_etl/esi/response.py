@@ -19,6 +19,9 @@ class EsiResponse:
     headers: Mapping[str, str]
     from_cache: bool = False
     pages: int | None = None
+    # The build the body belongs to (ESI: all pages of one order book build share it), whether
+    # it came from the network, a 304 or the disk cache.
+    last_modified: str | None = None
     _data: Any = field(default=None, repr=False)
 
     def json(self) -> Any:

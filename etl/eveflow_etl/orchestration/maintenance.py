@@ -11,6 +11,7 @@ from pathlib import Path
 from psycopg import sql
 
 from eveflow_etl.datasets import SourceKind
+from eveflow_etl.esi.cache import evict
 
 
 def prune_and_analyze(dsn: str, schema: str, table: str, retention_days: int) -> dict[str, int]:
@@ -51,21 +52,12 @@ def prune_and_analyze(dsn: str, schema: str, table: str, retention_days: int) ->
 
 
 def trim_cache(cache_dir: Path, max_age_days: int) -> int:
-    """Remove cache files not modified for ``max_age_days``, then empty directories; returns files removed."""
-    if not cache_dir.is_dir():
-        return 0
-    cutoff = time.time() - max_age_days * 86_400
-    removed = 0
-    for path in sorted(cache_dir.rglob("*"), key=lambda p: len(p.parts), reverse=True):
-        try:
-            if path.is_file() and path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed += 1
-            elif path.is_dir() and not any(path.iterdir()):
-                path.rmdir()
-        except OSError:
-            continue  # another run may be writing the cache at the same time
-    return removed
+    """Remove cache entries not used for ``max_age_days``, then empty directories; returns files removed.
+
+    An entry (an ESI body and its metadata, an EVE Ref file and its metadata) goes as a whole,
+    judged by its newest file: a body revalidated by a 304 yesterday is old on disk but in use.
+    """
+    return evict(cache_dir, older_than=time.time() - max_age_days * 86_400, remove_empty_dirs=True).files_removed
 
 
 def run_maintenance(*, destination: str, schema: str, table: str | None, source: str, retention_days: int,
