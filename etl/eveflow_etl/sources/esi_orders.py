@@ -87,7 +87,8 @@ def _mixed(pages: list[_Page]) -> str | None:
         builds.setdefault(_instant(p.build), []).append(p.number)
     if len(builds) > 1:
         by_page = {p.number: p.build for p in pages}
-        parts = [f"pages {_ranges(nums)} Last-Modified {by_page[nums[0]] or 'missing'}" for nums in builds.values()]
+        parts = [f"page{'s' if len(nums) > 1 else ''} {_ranges(nums)} Last-Modified {by_page[nums[0]] or 'missing'}"
+                 for nums in builds.values()]
         return "; ".join(parts)
     counts = {p.pages for p in pages if p.pages is not None}
     if len(counts) > 1:
