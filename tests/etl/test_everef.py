@@ -250,6 +250,15 @@ def test_first_download_that_breaks_off_leaves_nothing_behind(esi_server, tmp_pa
     assert list(cache_dir(tmp_path).iterdir()) == []
 
 
+def test_file_not_read_to_the_end_is_not_cached(esi_server_factory, tmp_path):
+    server = esi_server_factory(**BIG)
+    batches = fetch(SourceKind.EVEREF, [FORGE], None, settings_for(server, tmp_path / "eveflow", chunk_rows=100),
+                    day=DAY)
+    next(batches)  # the load stops after its first batch (e.g. the database failed)
+    batches.close()
+    assert list(cache_dir(tmp_path).iterdir()) == []
+
+
 def test_unreadable_cached_copy_is_dropped_and_fetched_again(esi_server, tmp_path):
     settings = settings_for(esi_server, tmp_path / "eveflow")
     good = list(fetch(SourceKind.EVEREF, [FORGE], None, settings, day=DAY))

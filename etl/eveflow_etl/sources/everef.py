@@ -4,18 +4,18 @@ The compressed file is kept on disk (:mod:`eveflow_etl.sources.everef_cache`) an
 the next run: a 304 re-reads the cached copy, a 200 replaces it once the new file has been read
 to the end. The file is parsed chunk by chunk from disk, so memory does not grow with it.
 
-Completeness: after the last row, the rows read must equal the count EVE Ref publishes for the
-day in ``/market-history/totals.json``; a mismatch is a :class:`SourceError` raised before the
-file's last batch is handed over, so the run's transaction rolls back and nothing of the file is
-loaded. When the count cannot be checked (the day is not in totals.json yet, or totals.json is
-unreachable or malformed) the rows are loaded and the last batch carries a note saying the day is
-unverified, for the run's ledger row and summary.
+Completeness: after the last row, the rows read (every region, before filtering) must equal
+the count EVE Ref publishes for the day in ``/market-history/totals.json``. A mismatch is a
+:class:`SourceError` raised while the run's transaction is still open, so it rolls back and
+nothing of the file is loaded. When the count cannot be checked (the day is not in totals.json
+yet, or totals.json is unreachable or malformed) the rows are loaded, a warning is logged and a
+final empty batch carries a note saying the day is unverified, for the run's ledger row
+(``notes``) and summary.
 """
 
 from __future__ import annotations
 
 import bz2
-import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator, Sequence
@@ -59,21 +59,18 @@ def fetch_everef(client: EsiClient, settings: EtlSettings, regions: Sequence[int
     type_set = set(types) if types is not None else None
     cache = EverefCache(settings.cache_dir / "everef", settings.everef_cache_max_bytes)
     rows_read = 0
-    # One chunk's batches are held back until the next chunk is read: the last ones leave only
-    # after the row count has been checked.
-    pending: list[SourceBatch] = []
+    last_region = regions[0] if regions else UNKNOWN_REGION
     with _local_copy(client, cache, url) as fh:
         for chunk in _read_csv(fh, url, settings.chunk_rows):
             rows_read += len(chunk)
-            yield from pending
-            pending = list(_split(chunk, region_set, type_set))
+            for batch in _split(chunk, region_set, type_set):
+                last_region = batch.region_id
+                yield batch
+    # The batches so far are loaded in the run's transaction: an error here rolls them back.
     note = _check_count(client, base, day, url, rows_read)
-    if note:
-        if not pending:  # every row filtered out: an empty batch still carries the note
-            pending = [SourceBatch(SourceKind.EVEREF, regions[0] if regions else UNKNOWN_REGION,
-                                   pd.DataFrame(columns=EVEREF_COLUMNS), snapshot_complete=False)]
-        pending[-1] = dataclasses.replace(pending[-1], notes=pending[-1].notes + (note,))
-    yield from pending
+    if note:  # an empty batch carries it to the run's ledger row and summary
+        yield SourceBatch(SourceKind.EVEREF, last_region, pd.DataFrame(columns=EVEREF_COLUMNS),
+                          snapshot_complete=False, notes=(note,))
 
 
 @contextmanager
