@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import kopf
 
-from eveflow_operator.kube import KubeApi, object_path
+from eveflow_operator.kube import KubeApi, list_path, object_path
 
 
 @dataclass
@@ -61,12 +61,22 @@ async def apply_children(api: KubeApi, children: list[dict[str, Any]], owner: Ma
     return result
 
 
+async def find_labelled(api: KubeApi, api_version: str, kinds: tuple[str, ...], selector: str,
+                        namespaces: list[str]) -> dict[str, list[dict[str, Any]]]:
+    """kind -> live objects matching ``selector``: one list across all namespaces, or one per
+    namespace for an operator restricted to ``namespaces`` (its RBAC covers only those)."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for kind in kinds:
+        found[kind] = []
+        for namespace in namespaces or [None]:
+            found[kind] += await api.list(list_path(api_version, kind, namespace), selector)
+    return found
+
+
 async def delete_stale(api: KubeApi, stale: list[tuple[str, str, str, str]]) -> list[str]:
-    """Delete children the spec no longer wants (e.g. the Role after leaving a kubernetes pool)."""
+    """Delete children the spec no longer wants (found live, so nothing is sent when none are)."""
     deleted = []
     for api_version, kind, namespace, name in stale:
-        path = object_path(api_version, kind, namespace, name)
-        # GET first: a resync of an unchanged pipeline must not send writes, even no-op deletes.
-        if await api.get(path) is not None and await api.delete(path):
-            deleted.append(f"{kind}/{name}")
+        if await api.delete(object_path(api_version, kind, namespace, name)):
+            deleted.append(f"{kind}/{name} in {namespace}")
     return deleted

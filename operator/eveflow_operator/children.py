@@ -16,5 +16,5 @@ def build_children(pipeline: EvePipeline, settings: OperatorSettings, namespace:
     children = [build_service_account(pipeline, namespace)]
     if needs_role(pipeline):
         target = jobs_namespace(pipeline, namespace)
-        children += [build_role(pipeline, target), build_role_binding(pipeline, namespace, target)]
+        children += [build_role(pipeline, namespace, target), build_role_binding(pipeline, namespace, target)]
     return children + [build_worker_deployment(pipeline, settings, namespace)]

@@ -18,6 +18,7 @@ from eveflow_etl.spec import API_GROUP, API_VERSION, PLURAL
 from eveflow_operator import metrics
 from eveflow_operator import status as st
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError
+from eveflow_operator.labels import WORKER_LABELS, WORKER_SELECTOR
 from eveflow_operator.reconcile import PERMANENT, PassResult, Reconciler, backoff
 from eveflow_operator.settings import OperatorSettings
 
@@ -39,7 +40,7 @@ class _Runtime:
 
 
 def _post(body: Mapping[str, Any], result: Any) -> None:
-    for event in result.events:
+    for event in result if isinstance(result, list) else result.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
 
 
@@ -54,9 +55,6 @@ def _finish(body: Mapping[str, Any], patch: kopf.Patch, result: PassResult, trac
     meta = body.get("metadata") or {}
     metrics.observe_last_run(meta.get("namespace", ""), meta.get("name", ""), result.status)
     if result.problem is None:
-        if result.worker_pending and raise_errors:
-            raise kopf.TemporaryError("waiting for the worker Deployment to become available",
-                                      delay=min(0.5 * (retry + 1), 15.0))
         return
     tracker.problem(result.problem.reason)
     if not raise_errors:
@@ -84,6 +82,8 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
             prefix=API_GROUP, key="last-handled-configuration")
         settings.posting.level = logging.WARNING  # our own Events say what happened
         settings.watching.server_timeout = 300
+        # The worker Deployments only, filtered by the API server, not every Deployment in sight.
+        settings.watching.label_selectors["apps", "deployments"] = WORKER_SELECTOR
         settings.networking.request_timeout = 60
         runtime.reconciler = Reconciler(operator_settings, KubeApi.from_environment())
         metrics.serve(operator_settings.metrics_port)
@@ -132,6 +132,19 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
         if ready.get("reason") in PERMANENT and ready.get("observedGeneration") == body["metadata"].get("generation"):
             return  # already told the user what to fix; a spec change brings the next pass
         await reconcile("resync", body, patch, 0, raise_errors=False)
+
+    # WorkerAvailable follows the worker Deployment's own changes: a pass never polls a rollout
+    # (each poll was a full pass with Prefect reads, a CR write and a "failed temporarily" line).
+    @kopf.on.event("apps", "v1", "deployments", labels=WORKER_LABELS, registry=registry)
+    async def worker_changed(type: str, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+        if type == "DELETED" or runtime.reconciler is None:
+            return  # a deleted worker is re-created by the next pass
+        try:
+            pipeline, events = await runtime.reconciler.observe_worker(body)
+            if pipeline is not None:
+                _post(pipeline, events)
+        except KubeError as exc:
+            logger.warning("worker availability not written to the EvePipeline (%s); the resync will", exc)
 
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:

@@ -26,6 +26,7 @@ PLURALS = {
     "Role": "roles",
     "RoleBinding": "rolebindings",
     "Event": "events",
+    "EvePipeline": "evepipelines",
 }
 
 
@@ -43,6 +44,14 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
     base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
     path = f"{base}/namespaces/{quote(namespace)}/{PLURALS[kind]}"
     return f"{path}/{quote(name)}" if name else path
+
+
+def list_path(api_version: str, kind: str, namespace: str | None) -> str:
+    """A collection: in ``namespace``, or across all namespaces when it is None."""
+    if namespace is not None:
+        return object_path(api_version, kind, namespace)
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{base}/{PLURALS[kind]}"
 
 
 class KubeApi:
@@ -116,6 +125,24 @@ class KubeApi:
         status, payload = await self._request("GET", path)
         if status == 404:
             return None
+        if status >= 400:
+            self._raise(status, payload)
+        return payload
+
+    async def list(self, path: str, label_selector: str) -> list[dict[str, Any]]:
+        """The items of a collection matching ``label_selector`` (one page: the selectors used
+        here match a handful of objects)."""
+        status, payload = await self._request("GET", path, params={"labelSelector": label_selector})
+        if status >= 400:
+            self._raise(status, payload)
+        return list((payload or {}).get("items") or [])
+
+    async def patch_status(self, path: str, changes: dict[str, Any], resource_version: str) -> dict[str, Any]:
+        """Merge-patch ``.status`` only if the object is still at ``resource_version`` (else
+        :class:`KubeConflict`): the changes were computed from that version."""
+        body = {"metadata": {"resourceVersion": resource_version}, "status": changes}
+        status, payload = await self._request("PATCH", path + "/status", body,
+                                              content_type="application/merge-patch+json")
         if status >= 400:
             self._raise(status, payload)
         return payload

@@ -2,6 +2,11 @@
 
 A Prefect kubernetes worker creates flow-run Jobs, follows their pods and logs, and reads events
 to report failures -- exactly that, in the jobs' namespace, nothing cluster-wide.
+
+The Role and RoleBinding live in the jobs' namespace, often not the EvePipeline's: there they
+cannot carry an ownerReference, so they are labelled with the owner's name and namespace
+(:func:`rbac_labels`) and found by that selector when the jobs' namespace or the pool type
+changes, or the EvePipeline is deleted.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from typing import Any
 
 from eveflow_etl.spec import EvePipeline
 
-from eveflow_operator.labels import child_labels
+from eveflow_operator.labels import PIPELINE_NAMESPACE_LABEL, child_labels
 from eveflow_operator.worker import worker_name
 
 WORKER_RULES: list[dict[str, Any]] = [
@@ -36,12 +41,22 @@ def build_service_account(pipeline: EvePipeline, namespace: str) -> dict[str, An
     }
 
 
-def build_role(pipeline: EvePipeline, namespace: str) -> dict[str, Any]:
+RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
+# Deletion order: the binding first, so no moment has a binding to a Role that is gone.
+RBAC_KINDS = ("RoleBinding", "Role")
+
+
+def rbac_labels(pipeline: EvePipeline, namespace: str) -> dict[str, str]:
+    return {**child_labels(pipeline.name, "worker"), PIPELINE_NAMESPACE_LABEL: namespace}
+
+
+def build_role(pipeline: EvePipeline, namespace: str, target_namespace: str | None = None) -> dict[str, Any]:
+    """The worker's Role in ``target_namespace`` (where Jobs go) for the pipeline in ``namespace``."""
     return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "apiVersion": RBAC_API_VERSION,
         "kind": "Role",
-        "metadata": {"name": worker_name(pipeline), "namespace": namespace,
-                     "labels": child_labels(pipeline.name, "worker")},
+        "metadata": {"name": worker_name(pipeline), "namespace": target_namespace or namespace,
+                     "labels": rbac_labels(pipeline, namespace)},
         "rules": WORKER_RULES,
     }
 
@@ -50,10 +65,10 @@ def build_role_binding(pipeline: EvePipeline, namespace: str, target_namespace: 
     """Binds the Role in ``target_namespace`` (where Jobs go) to the worker's ServiceAccount."""
     name = worker_name(pipeline)
     return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "apiVersion": RBAC_API_VERSION,
         "kind": "RoleBinding",
         "metadata": {"name": name, "namespace": target_namespace or namespace,
-                     "labels": child_labels(pipeline.name, "worker")},
+                     "labels": rbac_labels(pipeline, namespace)},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
         "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
     }
@@ -62,3 +77,16 @@ def build_role_binding(pipeline: EvePipeline, namespace: str, target_namespace: 
 def jobs_namespace(pipeline: EvePipeline, namespace: str) -> str:
     k8s = pipeline.spec.work_pool.kubernetes
     return (k8s.namespace if k8s and k8s.namespace else None) or namespace
+
+
+def stale_rbac(found: dict[str, list[dict[str, Any]]], keep: tuple[str, str] | None) -> list[tuple[str, str, str, str]]:
+    """What of ``found`` (kind -> live objects of one pipeline) to delete: everything but the
+    (namespace, name) still wanted, as ``(apiVersion, kind, namespace, name)`` in deletion order."""
+    stale = []
+    for kind in RBAC_KINDS:
+        for obj in found.get(kind) or []:
+            meta = obj.get("metadata") or {}
+            where = (meta.get("namespace", ""), meta.get("name", ""))
+            if where != keep:
+                stale.append((RBAC_API_VERSION, kind, *where))
+    return sorted(set(stale), key=lambda s: (RBAC_KINDS.index(s[1]), s[2], s[3]))

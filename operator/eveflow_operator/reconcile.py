@@ -21,14 +21,15 @@ from eveflow_etl.orchestration.types import (
     PrefectUnavailable,
     SyncResult,
 )
-from eveflow_etl.spec import KIND, EvePipeline, parse_pipeline
+from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, EvePipeline, parse_pipeline
 
 from eveflow_operator import status as st
-from eveflow_operator.apply import apply_children, delete_stale
+from eveflow_operator.apply import apply_children, delete_stale, find_labelled
 from eveflow_operator.children import build_children
-from eveflow_operator.kube import KubeApi, KubeError, object_path
+from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
+from eveflow_operator.labels import owner_selector
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
-from eveflow_operator.rbac import jobs_namespace, needs_role
+from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, jobs_namespace, needs_role, stale_rbac
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.worker import worker_name, worker_replicas
 
@@ -49,7 +50,6 @@ class PassResult:
     problem: st.Problem | None = None
     events: list[EventSpec] = field(default_factory=list)
     prefect_writes: int = 0
-    worker_pending: bool = False
 
     @property
     def permanent(self) -> bool:
@@ -99,6 +99,8 @@ class Reconciler:
         self.settings = settings
         self.kube = kube
         self._locks: dict[str, asyncio.Lock] = {}
+        # uid -> the status changes of the last pass, which kopf writes after the pass returns.
+        self._unwritten: dict[str, dict[str, Any]] = {}
         self._syncs = asyncio.Semaphore(settings.max_concurrent_syncs)
 
     def lock(self, uid: str) -> asyncio.Lock:
@@ -106,14 +108,26 @@ class Reconciler:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self._unwritten.pop(uid, None)
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.kube.get(object_path("v1", "Secret", namespace, name))
 
+    async def find_rbac(self, pipeline: str, namespace: str) -> dict[str, list[dict[str, Any]]]:
+        """The worker Roles/RoleBindings of pipeline ``namespace/pipeline``, wherever they are
+        (a jobs namespace the spec names no longer is found this way, too)."""
+        return await find_labelled(self.kube, RBAC_API_VERSION, RBAC_KINDS, owner_selector(pipeline, namespace),
+                                   self.settings.namespaces)
+
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
         meta = body["metadata"]
-        async with self.lock(meta.get("uid", meta["name"])):
-            return await self._reconcile(body)
+        uid = meta.get("uid", meta["name"])
+        async with self.lock(uid):
+            result = await self._reconcile(body)
+            changes = st.status_patch(body.get("status"), result.status)
+            if changes:
+                self._unwritten[uid] = changes
+            return result
 
     async def _reconcile(self, body: Mapping[str, Any]) -> PassResult:
         from eveflow_etl.orchestration import sync
@@ -163,27 +177,15 @@ class Reconciler:
 
         children = build_children(pipeline, self.settings, namespace)
         applied = await apply_children(self.kube, children, body, self.settings.field_manager)
-        stale = []
-        if not needs_role(pipeline) and st.get_condition(previous, st.READY) is not None:
-            target = jobs_namespace(pipeline, namespace)
-            stale = [("rbac.authorization.k8s.io/v1", "RoleBinding", target, worker_name(pipeline)),
-                     ("rbac.authorization.k8s.io/v1", "Role", target, worker_name(pipeline))]
-        deleted = await delete_stale(self.kube, stale) if stale else []
+        keep = (jobs_namespace(pipeline, namespace), worker_name(pipeline)) if needs_role(pipeline) else None
+        deleted = await delete_stale(self.kube, stale_rbac(await self.find_rbac(meta["name"], namespace), keep))
         if applied.applied or deleted:
             parts = [f"applied {', '.join(applied.applied)}"] if applied.applied else []
             parts += [f"deleted {', '.join(deleted)}"] if deleted else []
             events.append(EventSpec("Normal", "Applied", "; ".join(parts)))
 
+        # Not waited for: the Deployment's own events bring WorkerAvailable up (observe_worker).
         deployment = applied.objects.get("Deployment") or {}
-        if "Deployment/" + worker_name(pipeline) in applied.applied:
-            # A fresh rollout often becomes available within moments: look twice before
-            # leaving it to a retry.
-            for _ in range(3):
-                if _available(deployment) >= worker_replicas(pipeline):
-                    break
-                await asyncio.sleep(0.1)
-                deployment = await self.kube.get(object_path(
-                    "apps/v1", "Deployment", namespace, worker_name(pipeline))) or deployment
         desired = worker_replicas(pipeline)
         available = _available(deployment)
         worker = st.WorkerState(desired=desired, available=available)
@@ -192,8 +194,62 @@ class Reconciler:
         if (st.get_condition(previous, st.READY) or {}).get("status") != "True" and \
                 (st.get_condition(new, st.READY) or {}).get("status") == "True":
             events.append(EventSpec("Normal", "Ready", st.get_condition(new, st.READY)["message"]))
-        return PassResult(status=new, events=events, prefect_writes=result.writes,
-                          worker_pending=desired > 0 and available < desired)
+        return PassResult(status=new, events=events, prefect_writes=result.writes)
+
+    async def observe_worker(self, deployment: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[EventSpec]]:
+        """Bring the owning EvePipeline's WorkerAvailable and Ready in line with its worker
+        Deployment; called on the Deployment's changes, so no pass waits for a rollout.
+
+        Writes only the status, from the latest EvePipeline, and not while a newer generation
+        awaits its pass (that pass observes the Deployment itself). Returns the EvePipeline it
+        wrote (None: nothing to write) and the Events to post on it.
+        """
+        meta = deployment.get("metadata") or {}
+        owner = next((r for r in meta.get("ownerReferences") or []
+                      if r.get("kind") == KIND and str(r.get("apiVersion", "")).startswith(f"{API_GROUP}/")), None)
+        if owner is None:
+            return None, []
+        path = object_path(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], owner["name"])
+        async with self.lock(owner["uid"]):
+            for _ in range(3):  # a conflict: someone wrote the status meanwhile; recompute from theirs
+                cr = await self._written(path, owner["uid"])
+                cr_meta = (cr or {}).get("metadata") or {}
+                status = (cr or {}).get("status") or {}
+                if cr is None or cr_meta.get("uid") != owner["uid"] or cr_meta.get("deletionTimestamp") \
+                        or status.get("observedGeneration") != cr_meta.get("generation"):
+                    return None, []
+                try:
+                    pipeline = pipeline_from_body(cr)
+                except ConfigError:
+                    return None, []
+                worker = st.WorkerState(desired=worker_replicas(pipeline), available=_available(deployment))
+                new = st.reduce_worker(status, worker, pipeline.spec.suspend, st.now_rfc3339())
+                changes = st.status_patch(status, new)
+                if not changes:
+                    return None, []
+                try:
+                    written = await self.kube.patch_status(path, changes, cr_meta["resourceVersion"])
+                except KubeConflict:
+                    continue
+                ready = st.get_condition(new, st.READY) or {}
+                became_ready = ready.get("status") == "True" and \
+                    (st.get_condition(status, st.READY) or {}).get("status") != "True"
+                return written, [EventSpec("Normal", "Ready", ready["message"])] if became_ready else []
+        return None, []
+
+    async def _written(self, path: str, uid: str) -> dict[str, Any] | None:
+        """The EvePipeline once kopf has written the last pass's status (kopf writes it after the
+        pass returns, unconditionally: changes computed from an older status would be lost)."""
+        cr = None
+        for _ in range(50):
+            cr = await self.kube.get(path)
+            pending = self._unwritten.get(uid)
+            if cr is None or pending is None or all((cr.get("status") or {}).get(k) == v for k, v in pending.items()):
+                break
+            await asyncio.sleep(0.1)
+        # Seen, or kopf's write failed (bounded wait): either way the next pass starts afresh.
+        self._unwritten.pop(uid, None)
+        return cr
 
     async def finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
         """Delete (or orphan) the Prefect objects; after the retry bound, give up and release."""
@@ -202,24 +258,24 @@ class Reconciler:
         meta = body["metadata"]
         namespace = meta["namespace"]
         try:
+            # Owner references cannot cross namespaces: no garbage collector removes these. Found
+            # by label, not from the spec, so an invalid spec or an old jobs namespace leaks none.
+            found = await self.find_rbac(meta["name"], namespace)
+            stale = [s for s in stale_rbac(found, None) if s[2] != namespace]  # the GC takes those
+            await delete_stale(self.kube, stale)
+        except KubeError as exc:
+            problem = st.Problem(st.KUBERNETES_ERROR, str(exc))
+            if retry >= self.settings.finalizer_max_retries:
+                return DeletePassResult(True, [EventSpec(
+                    "Warning", "DeleteAbandoned",
+                    f"gave up removing the worker Role/RoleBinding {meta['name']}-worker in other namespaces after "
+                    f"{retry + 1} attempts ({exc}); find them with -l {owner_selector(meta['name'], namespace)} "
+                    "and remove them by hand")], problem)
+            return DeletePassResult(False, [], problem)
+        try:
             pipeline = pipeline_from_body(body)
         except ConfigError:
             return DeletePassResult(True, [EventSpec("Normal", "Deleted", "spec was invalid: nothing to remove in Prefect")])
-        target = jobs_namespace(pipeline, namespace)
-        if needs_role(pipeline) and target != namespace:
-            # Owner references cannot cross namespaces: no garbage collector removes these.
-            name = worker_name(pipeline)
-            try:
-                await delete_stale(self.kube, [("rbac.authorization.k8s.io/v1", "RoleBinding", target, name),
-                                               ("rbac.authorization.k8s.io/v1", "Role", target, name)])
-            except KubeError as exc:
-                problem = st.Problem(st.KUBERNETES_ERROR, str(exc))
-                if retry >= self.settings.finalizer_max_retries:
-                    return DeletePassResult(True, [EventSpec(
-                        "Warning", "DeleteAbandoned",
-                        f"gave up removing Role/RoleBinding {name} in namespace '{target}' after {retry + 1} "
-                        f"attempts ({exc}); remove them by hand")], problem)
-                return DeletePassResult(False, [], problem)
         if pipeline.spec.deletion_policy == "Orphan":
             return DeletePassResult(True, [EventSpec("Normal", "Orphaned",
                                                      "deletionPolicy: Orphan -- Prefect pool and deployments kept")])

@@ -163,6 +163,26 @@ def reduce_status(previous: Mapping[str, Any] | None, obs: Observation, now: str
     return {k: v for k, v in status.items() if v is not None}
 
 
+def reduce_worker(previous: Mapping[str, Any] | None, worker: WorkerState, suspended: bool, now: str) -> dict[str, Any]:
+    """``previous`` with WorkerAvailable and Ready recomputed for a change of the worker
+    Deployment alone; PrefectSynced and the rest are kept (a reconcile pass observes those).
+
+    Unchanged when no pass has written a status yet: there is no Prefect side to combine with.
+    """
+    previous = dict(previous or {})
+    synced = get_condition(previous, PREFECT_SYNCED)
+    if synced is None:
+        return previous
+    generation = previous.get("observedGeneration")
+    obs = Observation(generation=generation, worker=worker, suspended=suspended)
+    prefect = (synced["status"], synced["reason"], synced.get("message", ""))
+    worker_c = _worker_condition(obs, None)
+    conditions = [dict(c) for c in previous.get("conditions") or []]
+    for type_, (state, reason, message) in ((WORKER_AVAILABLE, worker_c), (READY, _ready_condition(obs, prefect, worker_c))):
+        conditions = set_condition(conditions, type_, state, reason, message, generation, now)
+    return {**previous, "conditions": conditions}
+
+
 def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
     """A merge patch turning ``previous`` into ``new`` (None for removed keys); None if equal."""
     previous = dict(previous or {})

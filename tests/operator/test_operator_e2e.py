@@ -366,15 +366,17 @@ def test_operator_api_calls(kube, operator) -> None:
                     if r["resource"] and any(ua in (r["user_agent"] or "") for ua in USER_AGENTS)})
     print("\n".join(f"{g or 'core'} {res} {verb}" for g, res, verb in calls))
     allowed = {
-        ("eveflow.dev", "evepipelines", "list"), ("eveflow.dev", "evepipelines", "watch"),
+        ("eveflow.dev", "evepipelines", "get"), ("eveflow.dev", "evepipelines", "list"),
+        ("eveflow.dev", "evepipelines", "watch"),
         ("eveflow.dev", "evepipelines", "patch"), ("eveflow.dev", "evepipelines/status", "patch"),
         ("", "events", "create"), ("", "secrets", "get"),
         ("", "serviceaccounts", "get"), ("", "serviceaccounts", "patch"),
         ("apps", "deployments", "get"), ("apps", "deployments", "patch"),
+        ("apps", "deployments", "list"), ("apps", "deployments", "watch"),
         ("rbac.authorization.k8s.io", "roles", "get"), ("rbac.authorization.k8s.io", "roles", "patch"),
-        ("rbac.authorization.k8s.io", "roles", "delete"),
+        ("rbac.authorization.k8s.io", "roles", "delete"), ("rbac.authorization.k8s.io", "roles", "list"),
         ("rbac.authorization.k8s.io", "rolebindings", "get"), ("rbac.authorization.k8s.io", "rolebindings", "patch"),
-        ("rbac.authorization.k8s.io", "rolebindings", "delete"),
+        ("rbac.authorization.k8s.io", "rolebindings", "delete"), ("rbac.authorization.k8s.io", "rolebindings", "list"),
         ("", "namespaces", "list"), ("", "namespaces", "watch"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
         ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),

@@ -97,3 +97,26 @@ def test_set_condition_replaces_one_type_and_keeps_order() -> None:
     conds = st.set_condition(conds, "Custom", "False", "R", "m", None, T0)
     assert [c["type"] for c in conds] == ["Ready", "WorkerAvailable", "Custom"]
     assert "observedGeneration" not in conds[-1]
+
+
+def test_worker_change_alone_updates_worker_and_ready_only() -> None:
+    pending = st.reduce_status({}, _ok(available=0), T0)
+    assert _cond(pending, "Ready")["reason"] == "WorkerUnavailable"
+    s = st.reduce_worker(pending, st.WorkerState(desired=1, available=1), suspended=False, now=T1)
+    assert (_cond(s, "WorkerAvailable")["status"], _cond(s, "Ready")["status"]) == ("True", "True")
+    assert _cond(s, "Ready")["lastTransitionTime"] == T1
+    assert _cond(s, "PrefectSynced") == _cond(pending, "PrefectSynced")
+    assert {k: v for k, v in s.items() if k != "conditions"} == {k: v for k, v in pending.items() if k != "conditions"}
+    assert all(c["observedGeneration"] == 1 for c in s["conditions"])
+    assert st.status_patch(s, st.reduce_worker(s, st.WorkerState(1, 1), False, T2)) is None  # no-op: no write
+
+
+def test_worker_change_keeps_a_prefect_problem_in_ready() -> None:
+    down = st.reduce_status(None, st.Observation(generation=1, problem=st.Problem(st.PREFECT_UNAVAILABLE, "down")), T0)
+    s = st.reduce_worker(down, st.WorkerState(1, 1), suspended=False, now=T1)
+    assert _cond(s, "WorkerAvailable")["status"] == "True"
+    assert (_cond(s, "Ready")["status"], _cond(s, "Ready")["reason"]) == ("False", "PrefectUnavailable")
+
+
+def test_worker_change_before_any_pass_writes_nothing() -> None:
+    assert st.reduce_worker({}, st.WorkerState(1, 1), suspended=False, now=T0) == {}

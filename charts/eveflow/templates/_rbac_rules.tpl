@@ -5,10 +5,11 @@ from this chart against the API emulator and compares its recorded requests with
 
 {{/* Rules in every namespace the operator manages (ClusterRole when cluster-wide, else Roles). */}}
 {{- define "eveflow.rbac.namespacedRules" -}}
-# EvePipelines: kopf lists and watches them and patches its finalizer and progress annotations.
+# EvePipelines: kopf lists and watches them and patches its finalizer and progress annotations;
+# a worker Deployment's change reads its EvePipeline to update WorkerAvailable.
 - apiGroups: [eveflow.dev]
   resources: [evepipelines]
-  verbs: [list, watch, patch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [eveflow.dev]
   resources: [evepipelines/status]
   verbs: [patch]
@@ -18,17 +19,20 @@ from this chart against the API emulator and compares its recorded requests with
   resources: [evepipelines/finalizers]
   verbs: [update]
 # The worker's Deployment and ServiceAccount: read, then server-side apply (create on first apply).
-# Deleted by the garbage collector with the EvePipeline, never by the operator.
+# Deleted by the garbage collector with the EvePipeline, never by the operator. The worker
+# Deployments (selected by label) are watched: their availability is the WorkerAvailable condition.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch]
+  verbs: [get, list, watch, create, patch]
 - apiGroups: [""]
   resources: [serviceaccounts]
   verbs: [get, create, patch]
-# For kubernetes work pools, the worker's Role + RoleBinding; deleted when the pool type changes.
+# For kubernetes work pools, the worker's Role + RoleBinding in the jobs' namespace; listed by
+# label to find and delete those the spec no longer wants (pool type or jobs namespace changed,
+# EvePipeline deleted).
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, create, patch, delete]
 # Prefect credentials and the destination Secret named in the spec (read by name only).
 - apiGroups: [""]
   resources: [secrets]
