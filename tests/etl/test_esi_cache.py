@@ -12,6 +12,7 @@ from eveflow_etl.esi import EsiClient
 from eveflow_etl.esi.cache import CacheEntry, DiskCache, evict
 from eveflow_etl.orchestration.maintenance import trim_cache
 from eveflow_etl.sources import fetch
+
 from tests.fixtures.esi import settings_for
 
 FORGE = 10000002
