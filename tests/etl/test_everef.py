@@ -16,7 +16,6 @@ from pathlib import Path
 import psycopg
 import pytest
 import requests
-
 from eveflow_etl.datasets import SourceKind
 from eveflow_etl.devservers import esi_data
 from eveflow_etl.errors import SourceError
@@ -24,6 +23,7 @@ from eveflow_etl.esi import EsiClient
 from eveflow_etl.run import run_etl
 from eveflow_etl.sources import fetch
 from eveflow_etl.sources.everef import everef_url
+
 from tests.fixtures.esi import settings_for
 
 FORGE, DOMAIN = 10000002, 10000043
@@ -133,7 +133,7 @@ def test_cli_file_with_rows_missing_exits_nonzero_with_one_line(esi_server_facto
            "EVEFLOW_CONTACT": "tests@eveflow.invalid", "EVEFLOW_CHUNK_ROWS": "100"}
     proc = subprocess.run([EVEFLOW, "etl", "run", "--source", "everef", "--regions", f"{FORGE},{DOMAIN}",
                            "--day", DAY.isoformat(), "--dsn", pg_dsn, "--everef-base-url", server.everef_base_url],
-                          capture_output=True, text=True, timeout=120, env=env)
+                          check=False, capture_output=True, text=True, timeout=120, env=env)
     assert proc.returncode == 3, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and f"expected {published} rows" in lines[0] and f"got {published - 3}" in lines[0]
@@ -152,6 +152,20 @@ def test_day_not_in_totals_yet_is_loaded_and_noted_unverified(esi_server, pg_dsn
     assert "unverified" in note and f"{DAY.isoformat()} not in" in note and "totals.json" in note
     assert scalar(pg_dsn, "SELECT notes FROM eve.etl_runs WHERE status = 'succeeded'") == note
     assert any("unverified" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+@pytest.mark.postgres
+def test_ledger_from_before_notes_gets_the_column(esi_server, pg_dsn, tmp_path):
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:  # the ledger as earlier versions made it
+        conn.execute("CREATE SCHEMA eve")
+        conn.execute("""CREATE TABLE eve.etl_runs (run_id uuid PRIMARY KEY, pipeline_name text NOT NULL,
+            source text NOT NULL, target_table text NOT NULL, regions int4[] NOT NULL, types_count int4,
+            started_at timestamptz NOT NULL, finished_at timestamptz, fetched int8 NOT NULL DEFAULT 0,
+            inserted int8 NOT NULL DEFAULT 0, updated int8 NOT NULL DEFAULT 0, unchanged int8 NOT NULL DEFAULT 0,
+            quarantined int8 NOT NULL DEFAULT 0, closed int8 NOT NULL DEFAULT 0, status text NOT NULL, error text)""")
+    esi_server.admin.configure(everef_totals_unpublished=[DAY.isoformat()])
+    report = load(esi_server, pg_dsn, tmp_path)
+    assert scalar(pg_dsn, "SELECT notes FROM eve.etl_runs") == report.notes[0]
 
 
 @pytest.mark.postgres

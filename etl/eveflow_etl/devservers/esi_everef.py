@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 
 def _reply(*args, **kwargs):
-    from eveflow_etl.devservers.esi_server import _Reply  # the server module imports this one
+    # Imported late: the server module imports this one.
+    from eveflow_etl.devservers.esi_server import _Reply
 
     return _Reply(*args, **kwargs)
 

@@ -125,7 +125,7 @@ def _download(client: EsiClient, cache: EverefCache, resp, url: str) -> Path:
             for block in resp.iter_content(_DOWNLOAD_BLOCK):
                 out.write(block)
                 received += len(block)
-    except Exception as exc:  # connection dropped, timed out, disk full
+    except Exception as exc:  # noqa: BLE001 - connection dropped, timed out, disk full: one line
         discard(part)
         raise SourceError(f"EVE Ref history file {url} broke off after {received} bytes: "
                           f"{type(exc).__name__}: {exc}; the cached copy, if any, is kept".splitlines()[0]) from None
@@ -147,7 +147,7 @@ def _read_csv(fh: BinaryIO, url: str, chunk_rows: int) -> Iterator[pd.DataFrame]
                 yield chunk
     except SourceError:
         raise
-    except Exception as exc:  # truncated or broken bz2, unreadable CSV
+    except Exception as exc:  # noqa: BLE001 - truncated or broken bz2, unreadable CSV: one line
         raise SourceError(f"EVE Ref history file {url} broke off after {rows} rows: "
                           f"{type(exc).__name__}: {exc}".splitlines()[0]) from None
 
