@@ -40,16 +40,17 @@ def flow_parameter_schema(entrypoint: str) -> dict[str, Any]:
 
 
 def flow_run_job_variables(pipeline: EvePipeline) -> dict[str, Any]:
-    """Per-deployment job variables. A kubernetes pool runs each flow in a Job of its own: it
-    needs the eveflow image and the destination Secret (as ``envFrom``, see ``pools``); process
-    pools run flows inside the worker, which already has both."""
+    """Per-deployment job variables. Kubernetes and docker pools run each flow in a container of
+    its own: it needs the eveflow image, and on kubernetes the destination Secret (as ``envFrom``,
+    see ``pools``; a docker pool's template passes the worker's database variables on by
+    reference). Process pools run flows inside the worker, which already has both."""
     spec = pipeline.spec
-    if spec.work_pool.type != "kubernetes":
+    if spec.work_pool.type == "process":
         return {}
     variables: dict[str, Any] = {}
     if spec.worker.image:
         variables["image"] = spec.worker.image
-    if spec.destination.secret_ref:
+    if spec.work_pool.type == "kubernetes" and spec.destination.secret_ref:
         variables["env_from"] = [{"secretRef": {"name": spec.destination.secret_ref}}]
     return variables
 

@@ -1,9 +1,9 @@
 """Work pools and their queues: desired state from the spec, and read-compare-write against Prefect.
 
 A pool eveflow creates is marked in its description (:data:`MANAGED_MARKER`); only such a pool is
-ever deleted, and only when no deployment uses it. A pool that already exists with the same name
-and type is adopted (its queues and limit are brought to the spec; its job template only when the
-spec customises it or eveflow created the pool).
+ever deleted, and only when no deployment uses it. A pool with the same name and type is adopted
+(its queues and limit are brought to the spec; its job template when the spec customises it,
+eveflow created the pool, or the flows run in containers that need eveflow's template).
 """
 
 from __future__ import annotations
@@ -18,6 +18,20 @@ from eveflow_etl.orchestration.types import PrefectConflict, PrefectRejected
 from eveflow_etl.spec import EvePipeline, WorkQueueSpec
 
 MANAGED_MARKER = "Managed by eveflow"
+
+# The eveflow image's ENTRYPOINT is ``eveflow``, and workers pass a flow run's command as the
+# container's arguments: ``prefect flow-run execute`` would become ``eveflow prefect …`` and fail.
+# ``env`` runs its arguments as the command, found on the image's PATH.
+FLOW_RUN_ENTRYPOINT = ["/usr/bin/env"]
+
+# What ``destinations.resolve_dsn`` reads, for every profile: the same set for every pipeline, so
+# pipelines sharing a docker pool agree on its template. PGSSLMODE is left out: an unset variable
+# arrives empty, which libpq takes as unset for these but as an invalid sslmode.
+DOCKER_DESTINATION_VARIABLES = (
+    "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "DATABASE_URL",
+    "SNOWFLAKE_POSTGRES_HOST", "SNOWFLAKE_POSTGRES_PORT", "SNOWFLAKE_POSTGRES_DATABASE",
+    "SNOWFLAKE_POSTGRES_USER", "SNOWFLAKE_POSTGRES_PASSWORD",
+)
 
 
 def default_base_job_template(pool_type: str) -> dict[str, Any]:
@@ -39,7 +53,8 @@ def default_base_job_template(pool_type: str) -> dict[str, Any]:
 
 
 def _add_env_from_variable(template: dict[str, Any]) -> None:
-    """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``.
+    """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``,
+    and the container the entrypoint that runs Prefect's command.
 
     Prefect's default template only has ``env`` (literal values); flow-run Jobs need the
     destination's credentials, which must come from a Secret reference, never a literal.
@@ -53,15 +68,37 @@ def _add_env_from_variable(template: dict[str, Any]) -> None:
     }
     containers = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
     containers[0]["envFrom"] = "{{ env_from }}"
+    containers[0]["command"] = list(FLOW_RUN_ENTRYPOINT)
+
+
+def docker_destination_env() -> dict[str, str]:
+    """``{{ $NAME }}`` references the docker worker resolves from its own environment when it
+    builds a flow run's container (Docker has no ``envFrom``): the values never reach Prefect.
+
+    They sit in the ``env`` variable's default, not in ``job_configuration`` (the server rejects
+    placeholders there that are not variables), nor in the deployments' job variables (a rendered
+    prefect.yaml would have ``prefect deploy`` resolve them into literals from the deployer's shell).
+    """
+    return {name: "{{ $" + name + " }}" for name in DOCKER_DESTINATION_VARIABLES}
 
 
 def build_base_job_template(pipeline: EvePipeline, namespace: str) -> dict[str, Any]:
-    """The type's default template with ``spec.workPool.jobVariables`` (and kubernetes settings)
-    set as the variables' defaults. Pure apart from reading the installed default."""
+    """The type's default template with ``spec.workPool.jobVariables`` (and kubernetes settings,
+    or the docker destination references) set as the variables' defaults. Pure apart from
+    reading the installed default."""
     pool = pipeline.spec.work_pool
     template = default_base_job_template(pool.type)
     properties = template.setdefault("variables", {}).setdefault("properties", {})
     overrides = dict(pool.job_variables)
+    if pool.type == "docker":
+        if not (pipeline.spec.worker.image or overrides.get("image")):
+            raise PrefectRejected(
+                "spec.worker.image: a docker pool runs each flow in a container of this image, and Prefect's "
+                "default image has no eveflow in it; set spec.worker.image (or spec.workPool.jobVariables.image)"
+            )
+        overrides["env"] = {**docker_destination_env(), **(overrides.get("env") or {})}
+        overrides["container_create_kwargs"] = {"entrypoint": list(FLOW_RUN_ENTRYPOINT),
+                                                **(overrides.get("container_create_kwargs") or {})}
     if pool.type == "kubernetes":
         k8s = pool.kubernetes
         overrides.setdefault("namespace", (k8s.namespace if k8s and k8s.namespace else namespace))
@@ -81,8 +118,12 @@ def build_base_job_template(pipeline: EvePipeline, namespace: str) -> dict[str, 
     return template
 
 
+def _creator(pipeline: EvePipeline, namespace: str) -> str:
+    return f"(created for pipeline {namespace}.{pipeline.name})"
+
+
 def pool_description(pipeline: EvePipeline, namespace: str) -> str:
-    return f"{MANAGED_MARKER} (created for pipeline {namespace}.{pipeline.name}); deleted with its last pipeline."
+    return f"{MANAGED_MARKER} {_creator(pipeline, namespace)}; deleted with its last pipeline."
 
 
 def is_managed(pool: dict[str, Any]) -> bool:
@@ -125,7 +166,8 @@ async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, ac
             "or choose another spec.workPool.name"
         )
     update: dict[str, Any] = {}
-    manage_template = is_managed(observed) or bool(spec.job_variables) or spec.type == "kubernetes"
+    # Kubernetes and docker flow runs get the destination only through eveflow's template.
+    manage_template = is_managed(observed) or bool(spec.job_variables) or spec.type in ("kubernetes", "docker")
     if manage_template and observed.get("base_job_template") != template:
         update["base_job_template"] = template
     if spec.concurrency_limit is not None and observed.get("concurrency_limit") != spec.concurrency_limit:
