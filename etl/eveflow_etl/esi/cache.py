@@ -101,8 +101,8 @@ class DiskCache:
         meta_path, body_path = self._paths(entry.url)
         before = _size(meta_path) + _size(body_path)
         meta = _meta_bytes(entry)
-        _atomic_write(body_path, entry.body)
-        _atomic_write(meta_path, meta)
+        atomic_write(body_path, entry.body)
+        atomic_write(meta_path, meta)
         _mark_used(meta_path)
         self._grew(len(entry.body) + len(meta) - before)
 
@@ -116,7 +116,7 @@ class DiskCache:
             return
         before = _size(meta_path)
         meta = _meta_bytes(entry)
-        _atomic_write(meta_path, meta)
+        atomic_write(meta_path, meta)
         _mark_used(meta_path)
         self._grew(len(meta) - before)
 
@@ -249,7 +249,8 @@ def _mark_used(meta_path: Path) -> None:
         pass  # evicted meanwhile by another process: a later load misses
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a dot-named temp file and a rename: readers see the old file or the new one."""
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
     except FileNotFoundError:  # first write to this folder, or the maintenance trim removed it

@@ -24,11 +24,9 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
+from eveflow_etl.esi.cache import atomic_write, evict
+
 log = logging.getLogger(__name__)
-
-# A .part file this old belongs to a process that died mid-download.
-_STALE_PART_SECONDS = 3600
-
 
 @dataclass
 class CachedFile:
@@ -111,43 +109,30 @@ class EverefCache:
         os.replace(part, body)
         meta = {"url": url, "etag": etag, "last_modified": last_modified, "body": body.name,
                 "size": body.stat().st_size}
-        _atomic_write(self.directory / f"{stem}.json", json.dumps(meta).encode())
+        atomic_write(self.directory / f"{stem}.json", json.dumps(meta).encode())
         for old in self.directory.glob(f"{stem}.*.csv.bz2"):
             if old != body:
                 discard(old)
         self.enforce_budget()
 
     def enforce_budget(self) -> None:
-        """Evict least recently used days until the bodies fit in ``max_bytes``; drop bodies no
-        metadata names (a crash between the two renames) and abandoned ``.part`` files."""
-        now = time.time()
-        for part in self.directory.glob(".*.part"):
-            try:
-                if now - part.stat().st_mtime > _STALE_PART_SECONDS:
-                    discard(part)
-            except OSError:
-                pass
-        entries = []  # (last used, size, meta, body)
+        """Evict least recently used days until the cache fits in ``max_bytes`` (the ESI cache's
+        eviction: a day's ``<stem>.json`` and its body share the name up to the first dot, so they
+        go together, and abandoned dot-named ``.part`` files go after an hour); first drop bodies
+        no metadata names (a crash between the two renames of :meth:`commit`)."""
         named = set()
         for meta_path in self.directory.glob("*.json"):
             try:
-                meta = json.loads(meta_path.read_text())
-                body = self.directory / meta["body"]
-                entries.append((meta_path.stat().st_mtime, body.stat().st_size, meta_path, body))
-                named.add(body.name)
+                named.add(json.loads(meta_path.read_text())["body"])
             except (OSError, ValueError, KeyError, TypeError):
                 discard(meta_path)
         for body in self.directory.glob("*.csv.bz2"):
             if body.name not in named:
                 discard(body)
-        total = sum(size for _, size, _, _ in entries)
-        for _, size, meta_path, body in sorted(entries):
-            if total <= self.max_bytes:
-                break
-            discard(meta_path)
-            discard(body)
-            total -= size
-            log.info("EVE Ref cache: evicted %s (%d bytes) to stay within %d bytes", body.name, size, self.max_bytes)
+        result = evict(self.directory, max_bytes=self.max_bytes)
+        if result.files_removed:
+            log.info("EVE Ref cache %s: evicted %d files (%d bytes) to stay within %d bytes",
+                     self.directory, result.files_removed, result.bytes_removed, self.max_bytes)
 
 
 def discard(path: Path) -> None:
@@ -155,14 +140,3 @@ def discard(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".meta-", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        discard(Path(tmp))
-        raise
