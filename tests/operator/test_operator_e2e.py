@@ -7,163 +7,27 @@ its own namespace with its own pipeline and pool names, so tests do not see each
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import yaml
+
+from .e2e import (
+    RESYNC,
+    ROOT,
+    USER_AGENTS,
+    apply,
+    condition,
+    deployment,
+    events,
+    example,
+    get_cr,
+    kobj,
+    pool,
+    schedules,
+    wait_condition,
+)
 
 pytestmark = [pytest.mark.k8s, pytest.mark.prefect]
-
-ROOT = Path(__file__).resolve().parents[2]
-CRD = ROOT / "crds" / "evepipelines.eveflow.dev.yaml"
-RESYNC = 2.0
-USER_AGENTS = ("kopf", "eveflow-operator")
-
-
-# --- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def operator(kube, _prefect_counting_proxy, tmp_path_factory):
-    """`eveflow operator` against the emulator; Prefect through the counting proxy."""
-    kube.kubectl("apply", "-f", str(CRD))
-    kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", check=False).returncode == 0, what="CRD served")
-    log = Path(os.environ.get("EVEFLOW_OPERATOR_TEST_LOG") or tmp_path_factory.mktemp("operator") / "operator.log")
-    health_port = free_port()
-    env = {**kube.env,
-           "EVEFLOW_OPERATOR_PREFECT_API_URL": _prefect_counting_proxy.api_url,
-           "EVEFLOW_OPERATOR_RESYNC_SECONDS": str(RESYNC),
-           "EVEFLOW_OPERATOR_RESYNC_JITTER_SECONDS": "0.5",
-           "EVEFLOW_OPERATOR_RESYNC_IDLE_SECONDS": "1",
-           "EVEFLOW_OPERATOR_RETRY_BACKOFF_SECONDS": "0.5",
-           "EVEFLOW_OPERATOR_FINALIZER_MAX_RETRIES": "2",
-           "EVEFLOW_OPERATOR_METRICS_PORT": "0",
-           "EVEFLOW_OPERATOR_HEALTH_PORT": str(health_port),
-           "EVEFLOW_OPERATOR_WORKER_IMAGE": "example.org/eveflow:test", "PYTHONUNBUFFERED": "1"}
-    env.pop("EVEFLOW_OPERATOR_NAMESPACES", None)
-    with log.open("w") as out:
-        proc = subprocess.Popen([str(Path(sys.executable).parent / "eveflow"), "operator", "--verbose"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_healthy(proc, health_port, log)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        if os.environ.get("EVEFLOW_SHOW_OPERATOR_LOG"):
-            print(log.read_text()[-20000:])
-
-
-@pytest.fixture
-def ns(kube, kube_namespace, operator):
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "eveflow-postgres"},
-              "stringData": {"PGHOST": "db", "PGPASSWORD": "not-logged"}}
-    kube.kubectl("apply", "-n", kube_namespace, "-f", "-", input=json.dumps(secret))
-    return kube_namespace
-
-
-@pytest.fixture
-def prefect(prefect_server):
-    with httpx.Client(base_url=prefect_server.api_url, timeout=30) as client:
-        yield client
-
-
-# --- helpers ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_healthy(proc: subprocess.Popen, port: int, log: Path, timeout: float = 60) -> None:
-    """kopf's liveness endpoint answers once startup is done and the watches are running."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the operator exited:\n{log.read_text()[-5000:]}"
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the operator did not become healthy:\n{log.read_text()[-5000:]}")
-
-
-def example(name: str = "pipeline.yaml", *, cr: str | None = None, pool: str | None = None, **spec: Any) -> dict:
-    doc = yaml.safe_load((ROOT / "examples" / name).read_text())
-    if cr:
-        doc["metadata"]["name"] = cr
-    if pool:
-        doc["spec"]["workPool"]["name"] = pool
-    doc["spec"].update(spec)
-    return doc
-
-
-def apply(kube, ns: str, doc: dict) -> None:
-    kube.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(doc))
-
-
-def get_cr(kube, ns: str, name: str) -> dict | None:
-    proc = kube.kubectl("get", "evp", name, "-n", ns, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
-
-
-def condition(cr: dict | None, type_: str = "Ready") -> dict:
-    for c in ((cr or {}).get("status") or {}).get("conditions") or []:
-        if c["type"] == type_:
-            return c
-    return {}
-
-
-def wait_condition(kube, ns: str, name: str, status: str = "True", reason: str | None = None,
-                   generation: int | None = None, timeout: float = 15.0) -> dict:
-    def check():
-        cr = get_cr(kube, ns, name)
-        c = condition(cr)
-        ok = c.get("status") == status and (reason is None or c.get("reason") == reason)
-        if generation is not None:
-            ok = ok and cr["status"].get("observedGeneration") == generation
-        return cr if ok else None
-    return kube.wait_for(check, timeout=timeout, interval=0.1,
-                         what=f"{ns}/{name} Ready={status} {reason or ''} (last: {condition(get_cr(kube, ns, name))})")
-
-
-def deployment(prefect, name: str) -> dict | None:
-    found = prefect.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}).json()
-    return found[0] if found else None
-
-
-def schedules(prefect, deployment_id: str) -> list[dict]:
-    return prefect.get(f"/deployments/{deployment_id}/schedules").json()
-
-
-def pool(prefect, name: str) -> dict | None:
-    r = prefect.get(f"/work_pools/{name}")
-    return r.json() if r.status_code == 200 else None
-
-
-def events(kube, ns: str, name: str) -> list[dict]:
-    items = kube.kubectl_json("get", "events", "-n", ns)["items"]
-    return [e for e in items if (e.get("involvedObject") or {}).get("name") == name]
-
-
-def kobj(kube, kind: str, ns: str, name: str) -> dict | None:
-    proc = kube.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
-    return json.loads(proc.stdout) if proc.returncode == 0 else None
 
 
 # --- tests ------------------------------------------------------------------------------------
@@ -357,6 +221,97 @@ def test_prefect_down_then_back(kube, ns, prefect, prefect_write_counter) -> Non
     assert sorted(s["slug"] for s in schedules(prefect, etl["id"])) == ["daily", "hub-refresh"]
     found = prefect.post("/deployments/filter", json={"deployments": {"name": {"any_": [name]}}}).json()
     assert len(found) == 1
+
+
+def _rbac(kube, namespace: str) -> set[str]:
+    """The worker Roles and RoleBindings in ``namespace``, as Kind/name."""
+    return {f"{o['kind']}/{o['metadata']['name']}" for plural in ("roles", "rolebindings")
+            for o in kube.objects(plural, "rbac.authorization.k8s.io", namespace)}
+
+
+def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
+    # In another namespace than the EvePipeline these carry no ownerReference: nothing but the
+    # operator removes them.
+    name, first, second = f"jn-{ns}", f"{ns}-jobs-a", f"{ns}-jobs-b"
+    pair = {f"Role/{name}-worker", f"RoleBinding/{name}-worker"}
+    for n in (first, second):
+        kube.create_namespace(n)
+    try:
+        doc = example("pipeline-kubernetes.yaml", cr=name, pool=f"jn-{ns}")
+        doc["spec"]["workPool"]["kubernetes"]["namespace"] = first
+        apply(kube, ns, doc)
+        wait_condition(kube, ns, name, generation=1)
+        assert _rbac(kube, first) == pair
+
+        doc["spec"]["workPool"]["kubernetes"]["namespace"] = second
+        apply(kube, ns, doc)
+        wait_condition(kube, ns, name, generation=2)
+        assert _rbac(kube, second) == pair and _rbac(kube, first) == set()
+        binding = kobj(kube, "rolebinding", second, f"{name}-worker")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{name}-worker", "namespace": ns}]
+        deleted = [e["message"] for e in events(kube, ns, name) if e["reason"] == "Applied" and "deleted" in e["message"]]
+        assert any(first in m for m in deleted), deleted
+
+        kube.kubectl("delete", "evp", name, "-n", ns, "--wait=true", timeout=30)
+        assert _rbac(kube, first) == set() and _rbac(kube, second) == set()
+        kube.wait_for(lambda: not _rbac(kube, ns), timeout=5, what="nothing left in the pipeline's namespace")
+    finally:
+        for n in (first, second):
+            kube.delete_namespace(n)
+
+
+def test_leaving_a_kubernetes_pool_removes_role_in_the_jobs_namespace(kube, ns) -> None:
+    name, jobs = f"kp-{ns}", f"{ns}-jobs"
+    kube.create_namespace(jobs)
+    try:
+        doc = example("pipeline-kubernetes.yaml", cr=name, pool=f"kp-{ns}")
+        doc["spec"]["workPool"]["kubernetes"]["namespace"] = jobs
+        apply(kube, ns, doc)
+        wait_condition(kube, ns, name, generation=1)
+        assert _rbac(kube, jobs) == {f"Role/{name}-worker", f"RoleBinding/{name}-worker"}
+        doc["spec"]["workPool"] = {"name": f"kp2-{ns}", "type": "process"}
+        apply(kube, ns, doc)
+        wait_condition(kube, ns, name, generation=2)
+        assert _rbac(kube, jobs) == set() and _rbac(kube, ns) == set()
+    finally:
+        kube.delete_namespace(jobs)
+
+
+def _mark_available(kube, ns: str, name: str) -> None:
+    """What the deployment controller writes once the worker's pods are ready."""
+    live = kobj(kube, "deployment", ns, name)
+    n = live["spec"]["replicas"]
+    status = {"observedGeneration": live["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
+              "readyReplicas": n, "availableReplicas": n,
+              "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
+    code, body = kube.api("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/status",
+                          {"status": status}, content_type="application/merge-patch+json")
+    assert code == 200, body
+
+
+def test_worker_available_follows_the_deployment_without_retry_noise(kube, ns, operator) -> None:
+    name = f"wa-{ns}"
+    start = operator.log_size()
+    kube.configure(mark_deployments_available=False)  # no rollout until this test says so
+    try:
+        apply(kube, ns, example(cr=name, pool=f"wa-{ns}"))
+        cr = wait_condition(kube, ns, name, status="False", reason="WorkerUnavailable")
+        assert condition(cr, "PrefectSynced")["status"] == "True"
+        assert condition(cr, "WorkerAvailable")["message"] == "0/1 worker replicas available"
+        time.sleep(RESYNC + 1)  # the wait goes on through resyncs: the noise the old polling made
+        assert condition(get_cr(kube, ns, name))["reason"] == "WorkerUnavailable"
+
+        _mark_available(kube, ns, f"{name}-worker")
+        cr = wait_condition(kube, ns, name, reason="Ready")
+        assert condition(cr, "WorkerAvailable")["message"] == "1/1 worker replicas available"
+        assert "Ready" in {e["reason"] for e in events(kube, ns, name)}
+    finally:
+        kube.configure(mark_deployments_available=True)
+    log = operator.log_since(start)
+    assert "failed temporarily" not in log, [line for line in log.splitlines() if "failed temporarily" in line]
+    # Only the worker Deployments are watched, filtered by the API server.
+    watches = kube.requests(verb="watch", resource="deployments", user_agent="kopf")
+    assert watches and all("labelSelector=" in w["query"] and "eveflow-operator" in w["query"] for w in watches)
 
 
 def test_operator_api_calls(kube, operator) -> None:
