@@ -1,9 +1,10 @@
 """Work pools and their queues: desired state from the spec, and read-compare-write against Prefect.
 
-A pool eveflow creates is marked in its description (:data:`MANAGED_MARKER`); only such a pool is
-ever deleted, and only when no deployment uses it. A pool with the same name and type is adopted
-(its queues and limit are brought to the spec; its job template when the spec customises it,
-eveflow created the pool, or the flows run in containers that need eveflow's template).
+A pool eveflow creates is marked in its description (:data:`MANAGED_MARKER`, naming the pipeline
+that created it); only such a pool is ever deleted, and only when no deployment uses it. A pool
+with the same name and type is adopted (its queues and limit are brought to the spec; its job
+template when the spec customises it, eveflow created the pool, or the flows run in containers
+that need eveflow's template). A limit removed from the spec is cleared only by the creator.
 """
 
 from __future__ import annotations
@@ -130,6 +131,13 @@ def is_managed(pool: dict[str, Any]) -> bool:
     return MANAGED_MARKER in (pool.get("description") or "")
 
 
+def is_owner(pool: dict[str, Any], pipeline: EvePipeline, namespace: str) -> bool:
+    """This pipeline created the pool (its description says so), so the pool's own settings follow
+    its spec, down to removing them; a pipeline sharing the pool only sets what its spec names."""
+    description = pool.get("description") or ""
+    return MANAGED_MARKER in description and _creator(pipeline, namespace) in description
+
+
 async def read_pool(api: PrefectApi, name: str) -> dict[str, Any] | None:
     return await api.get(f"/work_pools/{name}", missing_ok=True)
 
@@ -170,8 +178,11 @@ async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, ac
     manage_template = is_managed(observed) or bool(spec.job_variables) or spec.type in ("kubernetes", "docker")
     if manage_template and observed.get("base_job_template") != template:
         update["base_job_template"] = template
-    if spec.concurrency_limit is not None and observed.get("concurrency_limit") != spec.concurrency_limit:
-        update["concurrency_limit"] = spec.concurrency_limit
+    # A limit the spec no longer has is cleared only by the pool's creator: on a shared or adopted
+    # pool it may be another pipeline's or a person's.
+    if spec.concurrency_limit is not None or is_owner(observed, pipeline, namespace):
+        if observed.get("concurrency_limit") != spec.concurrency_limit:
+            update["concurrency_limit"] = spec.concurrency_limit
     if update:
         await api.write("PATCH", f"/work_pools/{spec.name}", update)
         actions.append(f"updated work pool {spec.name} ({', '.join(sorted(update))})")
