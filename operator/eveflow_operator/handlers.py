@@ -13,6 +13,7 @@ from typing import Any, Mapping
 
 import kopf
 
+from eveflow_etl.orchestration.types import redact_url
 from eveflow_etl.spec import API_GROUP, API_VERSION, PLURAL
 
 from eveflow_operator import metrics
@@ -88,7 +89,7 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
         runtime.reconciler = Reconciler(operator_settings, KubeApi.from_environment())
         metrics.serve(operator_settings.metrics_port)
         logger.info("eveflow operator: Prefect %s, resync %ss (+%ss jitter), namespaces %s",
-                    operator_settings.prefect_api_url, operator_settings.resync_seconds,
+                    redact_url(operator_settings.prefect_api_url), operator_settings.resync_seconds,
                     operator_settings.resync_jitter_seconds, operator_settings.namespaces or "all")
 
     operator_settings = settings

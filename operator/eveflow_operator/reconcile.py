@@ -164,7 +164,7 @@ class Reconciler:
                 result: SyncResult = await sync.sync_pipeline(
                     with_worker_image(pipeline, self.settings), conn, namespace=namespace)
         except PrefectUnavailable as exc:
-            return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.api_url} unreachable: {exc}; retrying")
+            return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.safe_url} unreachable: {exc}; retrying")
         except PrefectAuthError as exc:
             return stop(st.PREFECT_AUTH_FAILED, f"Prefect refused the credentials ({conn.describe()}): {exc}")
         except PrefectConflict as exc:

@@ -88,7 +88,7 @@ class PrefectApi:
     # -- the one place errors are mapped -------------------------------------------------------
     async def _request(self, method: str, path: str, *, json_body: Any = None,
                        missing_ok: bool = False, count: bool = False) -> Any:
-        where = self.conn.api_url
+        where = self.conn.safe_url
         try:
             for attempt in range(_RETRIES + 1):
                 # Retried: refused connections and 429/502/503 (SQLite busy, a restarting server);

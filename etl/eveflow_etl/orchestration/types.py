@@ -3,23 +3,52 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 from eveflow_etl.errors import PrefectError
 from eveflow_etl.spec import RunSummary
 
 
+def redact_url(url: str) -> str:
+    """``url`` safe to log or store: a ``user:password@`` becomes ``***@``, every query value and
+    any fragment ``***`` (tokens ride there too); scheme, host, port and path stay readable."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket: nothing of it can be shown safely
+        return "<unparsable URL>"
+    if not parts.netloc:  # no scheme: urlsplit leaves "user:pw@host/api" in the path
+        _, at, tail = url.rpartition("@")
+        return f"***@{tail}" if at else url
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rpartition("@")[2]
+    query = "&".join(
+        f"{key}=***" if sep else "***"
+        for key, sep, _ in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, "***" if parts.fragment else ""))
+
+
 @dataclass(frozen=True)
 class PrefectConnection:
-    """Where the Prefect API is and how to authenticate. Credentials never appear in repr/logs."""
+    """Where the Prefect API is and how to authenticate. Credentials never appear in repr/logs:
+    messages, logs and status show :attr:`safe_url`, never ``api_url`` (it may carry a password)."""
 
     api_url: str
     api_key: str | None = field(default=None, repr=False)  # Prefect Cloud: bearer token
     auth_string: str | None = field(default=None, repr=False)  # self-hosted basic auth "user:pass"
 
+    @property
+    def safe_url(self) -> str:
+        return redact_url(self.api_url)
+
     def describe(self) -> str:
         """Safe to log: the URL and which kind of credential is in use, never its value."""
         auth = "api key" if self.api_key else "basic auth" if self.auth_string else "no auth"
-        return f"{self.api_url} ({auth})"
+        return f"{self.safe_url} ({auth})"
+
+    def __repr__(self) -> str:
+        return f"PrefectConnection(api_url={self.safe_url!r})"
 
 
 @dataclass

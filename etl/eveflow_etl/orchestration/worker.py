@@ -30,7 +30,13 @@ import httpx
 
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.client import auth_headers
-from eveflow_etl.orchestration.types import PrefectAuthError, PrefectConnection, PrefectRejected, PrefectUnavailable
+from eveflow_etl.orchestration.types import (
+    PrefectAuthError,
+    PrefectConnection,
+    PrefectRejected,
+    PrefectUnavailable,
+    redact_url,
+)
 from eveflow_etl.orchestration.worker_health import WorkerMonitor, reason_of, start_http
 
 log = logging.getLogger("eveflow.worker")
@@ -69,7 +75,7 @@ def connection_from_env(api_url: str | None = None, environ: dict[str, str] | No
             "no Prefect API URL: pass --api-url or set PREFECT_API_URL (e.g. http://127.0.0.1:4200/api)"
         )
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"Prefect API URL '{url}' must start with http:// or https://")
+        raise ConfigError(f"Prefect API URL '{redact_url(url)}' must start with http:// or https://")
     return PrefectConnection(
         api_url=url,
         api_key=env.get("PREFECT_API_KEY") or None,
@@ -84,7 +90,7 @@ def _refused(conn: PrefectConnection, status: int) -> PrefectAuthError:
         fix = "check PREFECT_API_AUTH_STRING (user:password of the server)"
     else:
         fix = "it needs credentials: set PREFECT_API_KEY (Cloud) or PREFECT_API_AUTH_STRING (basic auth)"
-    return PrefectAuthError(f"the Prefect API at {conn.api_url} refused the credentials (HTTP {status}): {fix}")
+    return PrefectAuthError(f"the Prefect API at {conn.safe_url} refused the credentials (HTTP {status}): {fix}")
 
 
 def check_api(conn: PrefectConnection, pool: str | None = None, *, timeout: float = 5.0) -> dict[str, Any] | None:
@@ -100,16 +106,16 @@ def check_api(conn: PrefectConnection, pool: str | None = None, *, timeout: floa
             health = http.get(f"{conn.api_url}/health")
         except httpx.HTTPError as exc:
             raise PrefectUnavailable(
-                f"cannot reach the Prefect API at {conn.api_url}: {reason_of(exc)} "
+                f"cannot reach the Prefect API at {conn.safe_url}: {reason_of(exc)} "
                 "(is the server running? check --api-url / PREFECT_API_URL)"
             ) from None
         if health.status_code in (401, 403):
             raise _refused(conn, health.status_code)
         if health.status_code >= 500:
-            raise PrefectUnavailable(f"the Prefect API at {conn.api_url} answered HTTP {health.status_code}; try again later")
+            raise PrefectUnavailable(f"the Prefect API at {conn.safe_url} answered HTTP {health.status_code}; try again later")
         if health.status_code != 200:
             raise PrefectRejected(
-                f"{conn.api_url} does not look like a Prefect API (GET /health answered HTTP {health.status_code}); "
+                f"{conn.safe_url} does not look like a Prefect API (GET /health answered HTTP {health.status_code}); "
                 "a server's API URL ends in /api, e.g. http://127.0.0.1:4200/api"
             )
         if pool is None:
@@ -117,15 +123,15 @@ def check_api(conn: PrefectConnection, pool: str | None = None, *, timeout: floa
         try:
             response = http.get(f"{conn.api_url}/work_pools/{pool}")
         except httpx.HTTPError as exc:
-            raise PrefectUnavailable(f"cannot reach the Prefect API at {conn.api_url}: {reason_of(exc)}") from None
+            raise PrefectUnavailable(f"cannot reach the Prefect API at {conn.safe_url}: {reason_of(exc)}") from None
     if response.status_code in (401, 403):
         raise _refused(conn, response.status_code)
     if response.status_code == 404:
         return None
     if response.status_code >= 500:
-        raise PrefectUnavailable(f"the Prefect API at {conn.api_url} answered HTTP {response.status_code}; try again later")
+        raise PrefectUnavailable(f"the Prefect API at {conn.safe_url} answered HTTP {response.status_code}; try again later")
     if response.status_code != 200:
-        raise PrefectRejected(f"reading work pool '{pool}' from {conn.api_url} failed with HTTP {response.status_code}")
+        raise PrefectRejected(f"reading work pool '{pool}' from {conn.safe_url} failed with HTTP {response.status_code}")
     return response.json()
 
 
@@ -209,7 +215,7 @@ async def serve_worker(
                 stopper.cancel()
                 run.result()  # a worker error propagates as itself
                 raise PrefectUnavailable(
-                    f"the worker stopped: lost the Prefect API at {conn.api_url} ({monitor.last_error or 'no detail'})"
+                    f"the worker stopped: lost the Prefect API at {conn.safe_url} ({monitor.last_error or 'no detail'})"
                 )
             run.cancel()
             try:
@@ -233,7 +239,7 @@ def run_worker(options: WorkerOptions, conn: PrefectConnection) -> None:
             f"start the worker with --type {pool['type']}"
         )
     if pool is None and not options.create_pool:
-        raise ConfigError(f"work pool '{options.pool}' does not exist at {conn.api_url}; apply the pipeline first")
+        raise ConfigError(f"work pool '{options.pool}' does not exist at {conn.safe_url}; apply the pipeline first")
     resolve_worker_class(options.type)
     apply_connection_env(conn)
 

@@ -56,7 +56,7 @@ class WorkerMonitor:
             self._heartbeats.labels(result)
         Info("eveflow_worker", "Worker identity (the API key is never exported)", registry=r).info(
             {"pool": options.pool, "type": options.type, "queues": ",".join(options.queues) or "*",
-             "api_url": conn.api_url}
+             "api_url": conn.safe_url}
         )
 
     def _count_in_flight(self) -> float:
