@@ -20,7 +20,7 @@ from eveflow_operator import metrics
 from eveflow_operator import status as st
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError
 from eveflow_operator.labels import WORKER_LABELS, WORKER_SELECTOR
-from eveflow_operator.reconcile import PERMANENT, PassResult, Reconciler, backoff
+from eveflow_operator.reconcile import PERMANENT, EventSpec, PassResult, Reconciler, backoff
 from eveflow_operator.settings import OperatorSettings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
@@ -40,8 +40,8 @@ class _Runtime:
     reconciler: Reconciler | None = None
 
 
-def _post(body: Mapping[str, Any], result: Any) -> None:
-    for event in result if isinstance(result, list) else result.events:
+def _post(body: Mapping[str, Any], events: list[EventSpec]) -> None:
+    for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)  # type: ignore[arg-type]
 
 
@@ -51,7 +51,7 @@ def _finish(body: Mapping[str, Any], patch: kopf.Patch, result: PassResult, trac
     changes = st.status_patch(body.get("status"), result.status)
     if changes:
         patch.setdefault("status", {}).update(changes)
-    _post(body, result)
+    _post(body, result.events)
     metrics.PREFECT_WRITES.inc(result.prefect_writes)
     meta = body.get("metadata") or {}
     metrics.observe_last_run(meta.get("namespace", ""), meta.get("name", ""), result.status)
@@ -152,7 +152,7 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
         assert runtime.reconciler is not None
         with metrics.track("delete") as tracker:
             result = await runtime.reconciler.finalize(body, retry)
-            _post(body, result)
+            _post(body, result.events)
             if result.problem is not None:
                 tracker.problem(result.problem.reason)
             if result.release:

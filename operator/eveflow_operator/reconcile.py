@@ -215,8 +215,10 @@ class Reconciler:
                 cr = await self._written(path, owner["uid"])
                 cr_meta = (cr or {}).get("metadata") or {}
                 status = (cr or {}).get("status") or {}
-                if cr is None or cr_meta.get("uid") != owner["uid"] or cr_meta.get("deletionTimestamp") \
-                        or status.get("observedGeneration") != cr_meta.get("generation"):
+                if cr is None or cr_meta.get("uid") != owner["uid"]:
+                    self._locks.pop(owner["uid"], None)  # a late event of a deleted pipeline
+                    return None, []
+                if cr_meta.get("deletionTimestamp") or status.get("observedGeneration") != cr_meta.get("generation"):
                     return None, []
                 try:
                     pipeline = pipeline_from_body(cr)

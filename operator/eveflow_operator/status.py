@@ -177,8 +177,9 @@ def reduce_worker(previous: Mapping[str, Any] | None, worker: WorkerState, suspe
     obs = Observation(generation=generation, worker=worker, suspended=suspended)
     prefect = (synced["status"], synced["reason"], synced.get("message", ""))
     worker_c = _worker_condition(obs, None)
+    ready = _ready_condition(obs, prefect, worker_c)
     conditions = [dict(c) for c in previous.get("conditions") or []]
-    for type_, (state, reason, message) in ((WORKER_AVAILABLE, worker_c), (READY, _ready_condition(obs, prefect, worker_c))):
+    for type_, (state, reason, message) in ((WORKER_AVAILABLE, worker_c), (READY, ready)):
         conditions = set_condition(conditions, type_, state, reason, message, generation, now)
     return {**previous, "conditions": conditions}
 

@@ -119,3 +119,15 @@ def events(kube, ns: str, name: str) -> list[dict]:
 def kobj(kube, kind: str, ns: str, name: str) -> dict | None:
     proc = kube.kubectl("get", kind, name, "-n", ns, "-o", "json", check=False)
     return json.loads(proc.stdout) if proc.returncode == 0 else None
+
+
+def mark_available(kube, ns: str, name: str) -> None:
+    """What the deployment controller writes once the worker's pods are ready."""
+    live = kobj(kube, "deployment", ns, name)
+    n = live["spec"]["replicas"]
+    status = {"observedGeneration": live["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
+              "readyReplicas": n, "availableReplicas": n,
+              "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
+    code, body = kube.api("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/status",
+                          {"status": status}, content_type="application/merge-patch+json")
+    assert code == 200, body

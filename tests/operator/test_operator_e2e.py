@@ -22,6 +22,7 @@ from .e2e import (
     example,
     get_cr,
     kobj,
+    mark_available,
     pool,
     schedules,
     wait_condition,
@@ -249,7 +250,8 @@ def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
         assert _rbac(kube, second) == pair and _rbac(kube, first) == set()
         binding = kobj(kube, "rolebinding", second, f"{name}-worker")
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{name}-worker", "namespace": ns}]
-        deleted = [e["message"] for e in events(kube, ns, name) if e["reason"] == "Applied" and "deleted" in e["message"]]
+        deleted = [e["message"] for e in events(kube, ns, name)
+                   if e["reason"] == "Applied" and "deleted" in e["message"]]
         assert any(first in m for m in deleted), deleted
 
         kube.kubectl("delete", "evp", name, "-n", ns, "--wait=true", timeout=30)
@@ -277,18 +279,6 @@ def test_leaving_a_kubernetes_pool_removes_role_in_the_jobs_namespace(kube, ns) 
         kube.delete_namespace(jobs)
 
 
-def _mark_available(kube, ns: str, name: str) -> None:
-    """What the deployment controller writes once the worker's pods are ready."""
-    live = kobj(kube, "deployment", ns, name)
-    n = live["spec"]["replicas"]
-    status = {"observedGeneration": live["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
-              "readyReplicas": n, "availableReplicas": n,
-              "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
-    code, body = kube.api("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/status",
-                          {"status": status}, content_type="application/merge-patch+json")
-    assert code == 200, body
-
-
 def test_worker_available_follows_the_deployment_without_retry_noise(kube, ns, operator) -> None:
     name = f"wa-{ns}"
     start = operator.log_size()
@@ -301,7 +291,7 @@ def test_worker_available_follows_the_deployment_without_retry_noise(kube, ns, o
         time.sleep(RESYNC + 1)  # the wait goes on through resyncs: the noise the old polling made
         assert condition(get_cr(kube, ns, name))["reason"] == "WorkerUnavailable"
 
-        _mark_available(kube, ns, f"{name}-worker")
+        mark_available(kube, ns, f"{name}-worker")
         cr = wait_condition(kube, ns, name, reason="Ready")
         assert condition(cr, "WorkerAvailable")["message"] == "1/1 worker replicas available"
         assert "Ready" in {e["reason"] for e in events(kube, ns, name)}
