@@ -13,7 +13,8 @@ from eveflow_etl.spec import parse_pipeline
 
 from eveflow_operator.apply import contains, owned
 from eveflow_operator.children import build_children
-from eveflow_operator.rbac import WORKER_RULES, build_role, build_role_binding, build_service_account
+from eveflow_operator.labels import owner_selector
+from eveflow_operator.rbac import WORKER_RULES, build_role, build_role_binding, build_service_account, stale_rbac
 from eveflow_operator.runner import kopf_options
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.worker import OBSERVER_NAMESPACES_ENV, build_worker_deployment
@@ -203,3 +204,23 @@ def test_registry_holds_only_our_handlers() -> None:
     names = {h.id for h in registry._changing.get_all_handlers()} if hasattr(registry, "_changing") else set()
     assert names, "handlers registered"
     assert all("observer" not in str(n) for n in names)
+
+
+def test_role_in_another_namespace_is_labelled_with_its_owner() -> None:
+    # No ownerReference can cross namespaces: the labels are how the operator finds it again.
+    pipeline = _pipeline("pipeline-kubernetes.yaml")
+    for obj in (build_role(pipeline, "ns", "jobs"), build_role_binding(pipeline, "ns", "jobs")):
+        assert obj["metadata"]["namespace"] == "jobs"
+        labels = obj["metadata"]["labels"]
+        assert (labels["eveflow.dev/pipeline"], labels["eveflow.dev/pipeline-namespace"]) == ("order-books", "ns")
+    assert owner_selector("order-books", "ns") == "eveflow.dev/pipeline=order-books,eveflow.dev/pipeline-namespace=ns"
+
+
+def test_stale_rbac_keeps_only_the_wanted_pair_binding_first() -> None:
+    def obj(ns: str) -> dict:
+        return {"metadata": {"namespace": ns, "name": "order-books-worker"}}
+    found = {"Role": [obj("a"), obj("b")], "RoleBinding": [obj("b"), obj("a")]}
+    rbac = "rbac.authorization.k8s.io/v1"
+    assert stale_rbac(found, ("b", "order-books-worker")) == [
+        (rbac, "RoleBinding", "a", "order-books-worker"), (rbac, "Role", "a", "order-books-worker")]
+    assert [s[1] for s in stale_rbac(found, None)] == ["RoleBinding", "RoleBinding", "Role", "Role"]
