@@ -155,3 +155,42 @@ def test_maintenance_prunes_old_rows_analyzes_and_trims_the_cache(pg_dsn, tmp_pa
     assert trim_cache(cache, max_age_days=7) == 1
     assert not old.exists() and new.exists()
     assert trim_cache(Path(tmp_path / "missing"), 7) == 0
+
+
+def test_a_run_note_reaches_the_flow_runs_log(prefect_server, pg_dsn, esi_server, monkeypatch, tmp_path):
+    """An EVE Ref day not yet in totals.json is loaded unverified: the Prefect run log says so
+    (where a Prefect user looks), not only the ledger row."""
+    import datetime as dt
+
+    from prefect.logging.configuration import setup_logging
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
+
+    from eveflow_etl.orchestration import flows
+
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()  # the flow's day
+    esi_server.admin.configure(everef_totals_unpublished=[yesterday])
+    for key, value in {**pg_env(pg_dsn), "EVEFLOW_EVEREF_BASE_URL": esi_server.everef_base_url,
+                       "EVEFLOW_DATA_DIR": str(tmp_path / "eveflow-data"),
+                       "EVEFLOW_CONTACT": "tests@eveflow.invalid"}.items():
+        monkeypatch.setenv(key, value)
+    setup_logging(incremental=False)
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: str(tmp_path / "home"),
+                             PREFECT_LOGGING_TO_API_ENABLED: True}):
+        state = flows.eve_market_etl(regions=[10000002], source="everef", table="everef_note",
+                                     pipeline_name=f"note-{uuid.uuid4().hex[:6]}", retries=0, return_state=True)
+        APILogWorker.drain_all()  # while the settings still point at this server
+    assert state.is_completed(), state.message
+    flow_run_id = str(state.state_details.flow_run_id)
+    with prefect_api(prefect_server) as client:
+        task_runs = client.post("task_runs/filter", json={
+            "flow_runs": {"id": {"any_": [flow_run_id]}}}).json()
+        deadline = time.monotonic() + 30
+        while True:  # logs reach the API in batches, shortly after the run
+            logs = client.post("logs/filter", json={"logs": {"task_run_id": {"any_": [t["id"] for t in task_runs]},
+                                                              "level": {"ge_": 30}}}).json()
+            if logs or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+    assert any("region 10000002: " in log["message"] and "unverified" in log["message"]
+               and yesterday in log["message"] for log in logs), [log["message"] for log in logs]

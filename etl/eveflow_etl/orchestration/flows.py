@@ -75,6 +75,8 @@ def load_region(
         source, [region], types, resolve_dsn(destination, None, settings),
         schema=db_schema, table=table, pipeline_name=pipeline_name, settings=settings,
     )
+    for note in report.notes:  # e.g. an EVE Ref day loaded unverified: in the run's log, not only the ledger
+        get_run_logger().warning("region %s: %s", region, note)
     return counts_of_report(report)
 
 
