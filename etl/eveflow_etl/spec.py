@@ -22,7 +22,15 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from eveflow_etl.datasets import SourceKind
@@ -39,6 +47,9 @@ SQL_IDENTIFIER = r"^[a-z_][a-z0-9_]{0,62}$"
 # Five cron fields of digits, '*', ',', '-', '/', or names (JAN, MON); the full check is croniter's.
 CRON_SHAPE = r"^\s*\S+(\s+\S+){4}\s*$"
 QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|M|G|T)?$"
+# An http(s) URL with userinfo ('user:password@' or 'token@') before its host. Also the CRD's
+# CEL rule (RE2 syntax): the model and `kubectl apply` reject the same URLs.
+URL_WITH_USERINFO = r"^https?://[^/?#]*@"
 
 # The flows every pipeline deploys; deployment names are "<pipeline>" and "<pipeline>-maintenance".
 ETL_FLOW_NAME = "eve-market-etl"
@@ -87,6 +98,21 @@ class PrefectSpec(_Model):
     auth_string_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Secret key holding 'user:password' for a server with basic auth."
     )
+
+    @field_validator("api_url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str | None, info: ValidationInfo) -> str | None:
+        # The URL is not a secret: the operator puts it in the worker Deployment's env, renders
+        # write it into files. The message must not echo the URL (it holds the password).
+        if url is not None and re.match(URL_WITH_USERINFO, url):
+            ref = "apiKeySecretRef (the API key)" if info.data.get("mode") == "cloud" else \
+                "authStringSecretRef (the 'user:password' string)"
+            raise ValueError(
+                "credentials in the URL ('user:password@' before the host) are not allowed: anyone who "
+                "can read the worker Deployment can read the URL; remove them and put them in a Secret "
+                f"referenced by spec.prefect.{ref}"
+            )
+        return url
 
     @model_validator(mode="after")
     def _auth_matches_mode(self) -> PrefectSpec:

@@ -17,7 +17,16 @@ from typing import Any
 
 import yaml
 
-from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, PLURAL, SHORT_NAME, EvePipelineSpec, EvePipelineStatus
+from eveflow_etl.spec import (
+    API_GROUP,
+    API_VERSION,
+    KIND,
+    PLURAL,
+    SHORT_NAME,
+    URL_WITH_USERINFO,
+    EvePipelineSpec,
+    EvePipelineStatus,
+)
 
 CRD_NAME = f"{PLURAL}.{API_GROUP}"
 CATEGORY = "eveflow"
@@ -87,6 +96,17 @@ _RULES: dict[str, list[dict[str, str]]] = {
             "uses authStringSecretRef",
             "fieldPath": ".prefect.apiKeySecretRef",
         },
+    ],
+    "prefect.apiUrl": [
+        {
+            # The model's check, same regex (RE2 and Python agree on it). The message never
+            # includes the value: it holds the password.
+            "rule": f"!self.matches('{URL_WITH_USERINFO}')",
+            "message": "prefect.apiUrl must not contain credentials ('user:password@' before the host): "
+            "anyone who can read the worker Deployment can read the URL; put them in a Secret referenced by "
+            "prefect.authStringSecretRef (self-hosted) or prefect.apiKeySecretRef (mode: cloud)",
+            "reason": "FieldValueForbidden",
+        }
     ],
     "schedules": [
         {

@@ -190,6 +190,8 @@ BAD = {
     "api key on a self-hosted server": (
         "spec.prefect.apiKeySecretRef", {"name": "prefect", "key": "key"}, "apiKeySecretRef is for Prefect Cloud"),
     "memory quantity": ("spec.worker.resources", {"limits": {"memory": "2 gigs"}}, "memory"),
+    "credentials in the Prefect URL": (
+        "spec.prefect.apiUrl", "https://admin:s3cret@prefect.example.org/api", "prefect.authStringSecretRef"),
 }
 
 
@@ -211,6 +213,30 @@ def test_the_model_rejects_what_the_crd_rejects() -> None:
             pass  # both reject; kept in the loop for symmetry
         with pytest.raises(ConfigError):
             parse_pipeline(_mutate(_example(0), dotted, value))
+
+
+@pytest.mark.parametrize("url", [
+    "https://admin:s3cret@prefect.example.org/api", "http://token@prefect-server:4200/api",
+    "https://a:b@c@prefect.example.org/api", "https://@prefect.example.org/api",
+    "https://prefect.example.org/api", "http://prefect-server:4200/api",
+    "https://prefect.example.org/api?owner=ops@example.org", "https://prefect.example.org/a@b/api",
+    "https://prefect.example.org#x@y",
+])
+def test_crd_and_model_agree_on_credentials_in_the_prefect_url(url: str) -> None:
+    """`kubectl apply` refuses userinfo in spec.prefect.apiUrl exactly where the model does."""
+    from eveflow_etl.errors import ConfigError
+    from eveflow_etl.spec import parse_pipeline
+
+    doc = _mutate(_example(0), "spec.prefect", {"apiUrl": url})
+    crd = crd_errors(doc)
+    try:
+        parse_pipeline(doc)
+        model_accepts = True
+    except ConfigError:
+        model_accepts = False
+    assert model_accepts == (crd == []), (url, crd)
+    assert model_accepts == ("@" not in url.split("://", 1)[1].split("/")[0].split("?")[0].split("#")[0])
+    assert all("s3cret" not in e for e in crd)
 
 
 def test_cron_pattern_accepts_what_croniter_accepts() -> None:

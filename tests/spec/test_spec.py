@@ -83,3 +83,29 @@ def test_wrong_kind_and_missing_file(tmp_path: Path, document: dict) -> None:
     (tmp_path / "broken.yaml").write_text("spec: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_pipeline(tmp_path / "broken.yaml")
+
+
+@pytest.mark.parametrize(
+    ("prefect", "secret_ref"),
+    [
+        ({"apiUrl": "https://admin:s3cret@prefect.example.org/api"}, "spec.prefect.authStringSecretRef"),
+        ({"apiUrl": "http://admin:s3cret@10.0.0.5:4200/api"}, "spec.prefect.authStringSecretRef"),
+        ({"mode": "cloud", "apiUrl": "https://s3cret@api.prefect.cloud/api/accounts/a/workspaces/w",
+          "apiKeySecretRef": {"name": "prefect", "key": "key"}}, "spec.prefect.apiKeySecretRef"),
+    ],
+)
+def test_credentials_in_the_prefect_url_are_refused(document: dict, prefect: dict, secret_ref: str) -> None:
+    # The URL lands in the worker Deployment's env and in rendered files: credentials go in a Secret.
+    document["spec"]["prefect"] = prefect
+    message = _error_for(document)
+    assert "spec.prefect.apiUrl:" in message and "credentials" in message, message
+    assert secret_ref in message, message
+    assert "s3cret" not in message, message  # the error is printed and goes to the status
+
+
+@pytest.mark.parametrize("url", ["https://prefect.example.org/api", "http://prefect-server:4200/api",
+                                 "https://prefect.example.org/api?owner=ops@example.org",
+                                 "https://prefect.example.org/a@b/api"])
+def test_an_at_sign_after_the_host_is_not_a_credential(document: dict, url: str) -> None:
+    document["spec"]["prefect"] = {"apiUrl": url}
+    assert parse_pipeline(document).spec.prefect.api_url == url
