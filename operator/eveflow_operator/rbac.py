@@ -6,11 +6,13 @@ to report failures -- exactly that, in the jobs' namespace, nothing cluster-wide
 The Role and RoleBinding live in the jobs' namespace, often not the EvePipeline's: there they
 cannot carry an ownerReference, so they are labelled with the owner's name and namespace
 (:func:`rbac_labels`) and found by that selector when the jobs' namespace or the pool type
-changes, or the EvePipeline is deleted.
+changes, or the EvePipeline is deleted. There their name also carries a hash of the owner's
+namespace (:func:`rbac_name`): namesake pipelines of two namespaces may share a jobs namespace.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from eveflow_etl.spec import EvePipeline
@@ -50,12 +52,25 @@ def rbac_labels(pipeline: EvePipeline, namespace: str) -> dict[str, str]:
     return {**child_labels(pipeline.name, "worker"), PIPELINE_NAMESPACE_LABEL: namespace}
 
 
+def rbac_name(pipeline: EvePipeline, namespace: str, target_namespace: str | None = None) -> str:
+    """Name of the worker's Role and RoleBinding in ``target_namespace``, for the pipeline in
+    ``namespace``: ``<pipeline>-worker`` in the pipeline's own namespace (like its ServiceAccount),
+    elsewhere ``<pipeline>-worker-<hash of namespace/pipeline>`` (a DNS label, at most 63
+    characters), so namesakes from two namespaces sharing a jobs namespace get a pair each."""
+    name = worker_name(pipeline)
+    if (target_namespace or namespace) == namespace:
+        return name  # unchanged from earlier releases: no churn for in-namespace pairs
+    digest = hashlib.sha256(f"{namespace}/{pipeline.name}".encode()).hexdigest()[:8]
+    return f"{name[:63 - 1 - len(digest)].rstrip('-')}-{digest}"
+
+
 def build_role(pipeline: EvePipeline, namespace: str, target_namespace: str | None = None) -> dict[str, Any]:
     """The worker's Role in ``target_namespace`` (where Jobs go) for the pipeline in ``namespace``."""
     return {
         "apiVersion": RBAC_API_VERSION,
         "kind": "Role",
-        "metadata": {"name": worker_name(pipeline), "namespace": target_namespace or namespace,
+        "metadata": {"name": rbac_name(pipeline, namespace, target_namespace),
+                     "namespace": target_namespace or namespace,
                      "labels": rbac_labels(pipeline, namespace)},
         "rules": WORKER_RULES,
     }
@@ -63,14 +78,14 @@ def build_role(pipeline: EvePipeline, namespace: str, target_namespace: str | No
 
 def build_role_binding(pipeline: EvePipeline, namespace: str, target_namespace: str | None = None) -> dict[str, Any]:
     """Binds the Role in ``target_namespace`` (where Jobs go) to the worker's ServiceAccount."""
-    name = worker_name(pipeline)
+    name = rbac_name(pipeline, namespace, target_namespace)
     return {
         "apiVersion": RBAC_API_VERSION,
         "kind": "RoleBinding",
         "metadata": {"name": name, "namespace": target_namespace or namespace,
                      "labels": rbac_labels(pipeline, namespace)},
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": namespace}],
+        "subjects": [{"kind": "ServiceAccount", "name": worker_name(pipeline), "namespace": namespace}],
     }
 
 
@@ -79,9 +94,19 @@ def jobs_namespace(pipeline: EvePipeline, namespace: str) -> str:
     return (k8s.namespace if k8s and k8s.namespace else None) or namespace
 
 
+def wanted_rbac(pipeline: EvePipeline, namespace: str) -> tuple[str, str] | None:
+    """(namespace, name) of the worker's Role and RoleBinding, None when the pool needs none."""
+    if not needs_role(pipeline):
+        return None
+    target = jobs_namespace(pipeline, namespace)
+    return target, rbac_name(pipeline, namespace, target)
+
+
 def stale_rbac(found: dict[str, list[dict[str, Any]]], keep: tuple[str, str] | None) -> list[tuple[str, str, str, str]]:
     """What of ``found`` (kind -> live objects of one pipeline) to delete: everything but the
-    (namespace, name) still wanted, as ``(apiVersion, kind, namespace, name)`` in deletion order."""
+    (namespace, name) still wanted, as ``(apiVersion, kind, namespace, name)`` in deletion order.
+    ``found`` comes from the owner's label selector, so a pair with another owner (a namesake's,
+    or one an earlier release named without the hash) is never in it."""
     stale = []
     for kind in RBAC_KINDS:
         for obj in found.get(kind) or []:

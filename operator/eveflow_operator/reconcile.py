@@ -29,9 +29,9 @@ from eveflow_operator.children import build_children
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
 from eveflow_operator.labels import owner_selector
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
-from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, jobs_namespace, needs_role, stale_rbac
+from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, stale_rbac, wanted_rbac
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import worker_name, worker_replicas
+from eveflow_operator.worker import worker_replicas
 
 # Problems the user must fix in the spec: no retries (PermanentError); a new generation retries.
 PERMANENT = {st.INVALID_SPEC, st.PREFECT_REJECTED}
@@ -177,8 +177,8 @@ class Reconciler:
 
         children = build_children(pipeline, self.settings, namespace)
         applied = await apply_children(self.kube, children, body, self.settings.field_manager)
-        keep = (jobs_namespace(pipeline, namespace), worker_name(pipeline)) if needs_role(pipeline) else None
-        deleted = await delete_stale(self.kube, stale_rbac(await self.find_rbac(meta["name"], namespace), keep))
+        found = await self.find_rbac(meta["name"], namespace)
+        deleted = await delete_stale(self.kube, stale_rbac(found, wanted_rbac(pipeline, namespace)))
         if applied.applied or deleted:
             parts = [f"applied {', '.join(applied.applied)}"] if applied.applied else []
             parts += [f"deleted {', '.join(deleted)}"] if deleted else []
@@ -270,7 +270,7 @@ class Reconciler:
             if retry >= self.settings.finalizer_max_retries:
                 return DeletePassResult(True, [EventSpec(
                     "Warning", "DeleteAbandoned",
-                    f"gave up removing the worker Role/RoleBinding {meta['name']}-worker in other namespaces after "
+                    f"gave up removing the worker Roles/RoleBindings in other namespaces after "
                     f"{retry + 1} attempts ({exc}); find them with -l {owner_selector(meta['name'], namespace)} "
                     "and remove them by hand")], problem)
             return DeletePassResult(False, [], problem)

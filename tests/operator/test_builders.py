@@ -14,7 +14,14 @@ from eveflow_etl.spec import parse_pipeline
 from eveflow_operator.apply import contains, owned
 from eveflow_operator.children import build_children
 from eveflow_operator.labels import owner_selector
-from eveflow_operator.rbac import WORKER_RULES, build_role, build_role_binding, build_service_account, stale_rbac
+from eveflow_operator.rbac import (
+    WORKER_RULES,
+    build_role,
+    build_role_binding,
+    build_service_account,
+    rbac_name,
+    stale_rbac,
+)
 from eveflow_operator.runner import kopf_options
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.worker import OBSERVER_NAMESPACES_ENV, build_worker_deployment
@@ -224,3 +231,35 @@ def test_stale_rbac_keeps_only_the_wanted_pair_binding_first() -> None:
     assert stale_rbac(found, ("b", "order-books-worker")) == [
         (rbac, "RoleBinding", "a", "order-books-worker"), (rbac, "Role", "a", "order-books-worker")]
     assert [s[1] for s in stale_rbac(found, None)] == ["RoleBinding", "RoleBinding", "Role", "Role"]
+
+
+def test_role_names_in_a_shared_jobs_namespace_are_unique_per_owner() -> None:
+    # Namesakes of two namespaces sharing the jobs namespace would otherwise rewrite one pair,
+    # its binding's subject flipping between the two workers on every pass.
+    pipeline = _pipeline("pipeline-kubernetes.yaml")
+    a = (build_role(pipeline, "ns1", "jobs"), build_role_binding(pipeline, "ns1", "jobs"))
+    b = (build_role(pipeline, "ns2", "jobs"), build_role_binding(pipeline, "ns2", "jobs"))
+    assert a[0]["metadata"]["name"] != b[0]["metadata"]["name"]
+    for (role, binding), ns in ((a, "ns1"), (b, "ns2")):
+        assert binding["metadata"]["name"] == role["metadata"]["name"] == binding["roleRef"]["name"]
+        assert role["metadata"]["name"].startswith("order-books-worker-")
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "order-books-worker", "namespace": ns}]
+    # Stable across processes and releases (a changed name would churn every pair).
+    assert rbac_name(pipeline, "ns1", "jobs") == rbac_name(_pipeline("pipeline-kubernetes.yaml"), "ns1", "jobs")
+    # In the pipeline's own namespace the name stays what earlier releases created.
+    assert rbac_name(pipeline, "ns1", "ns1") == rbac_name(pipeline, "ns1") == "order-books-worker"
+
+
+def test_role_names_stay_dns_labels_for_the_longest_pipeline_names() -> None:
+    import re
+
+    doc = _doc("pipeline-kubernetes.yaml")
+    names = set()
+    for pipeline_name in ("a" * 53, "a" * 52 + "b", "a" * 46 + "-" + "b" * 6):
+        doc["metadata"]["name"] = pipeline_name
+        pipeline = parse_pipeline(doc)
+        for ns in ("n" * 63, "team-a"):
+            name = rbac_name(pipeline, ns, "jobs")
+            assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+            names.add(name)
+    assert len(names) == 6

@@ -230,11 +230,19 @@ def _rbac(kube, namespace: str) -> set[str]:
             for o in kube.objects(plural, "rbac.authorization.k8s.io", namespace)}
 
 
+def _cross_namespace_name(name: str, ns: str) -> str:
+    """The worker Role/RoleBinding name outside the pipeline's namespace: '<name>-worker-<hash>'."""
+    import hashlib
+
+    return f"{name}-worker-{hashlib.sha256(f'{ns}/{name}'.encode()).hexdigest()[:8]}"
+
+
 def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
     # In another namespace than the EvePipeline these carry no ownerReference: nothing but the
     # operator removes them.
     name, first, second = f"jn-{ns}", f"{ns}-jobs-a", f"{ns}-jobs-b"
-    pair = {f"Role/{name}-worker", f"RoleBinding/{name}-worker"}
+    role = _cross_namespace_name(name, ns)
+    pair = {f"Role/{role}", f"RoleBinding/{role}"}
     for n in (first, second):
         kube.create_namespace(n)
     try:
@@ -248,7 +256,7 @@ def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
         apply(kube, ns, doc)
         wait_condition(kube, ns, name, generation=2)
         assert _rbac(kube, second) == pair and _rbac(kube, first) == set()
-        binding = kobj(kube, "rolebinding", second, f"{name}-worker")
+        binding = kobj(kube, "rolebinding", second, role)
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{name}-worker", "namespace": ns}]
         deleted = [e["message"] for e in events(kube, ns, name)
                    if e["reason"] == "Applied" and "deleted" in e["message"]]
@@ -270,7 +278,8 @@ def test_leaving_a_kubernetes_pool_removes_role_in_the_jobs_namespace(kube, ns) 
         doc["spec"]["workPool"]["kubernetes"]["namespace"] = jobs
         apply(kube, ns, doc)
         wait_condition(kube, ns, name, generation=1)
-        assert _rbac(kube, jobs) == {f"Role/{name}-worker", f"RoleBinding/{name}-worker"}
+        role = _cross_namespace_name(name, ns)
+        assert _rbac(kube, jobs) == {f"Role/{role}", f"RoleBinding/{role}"}
         doc["spec"]["workPool"] = {"name": f"kp2-{ns}", "type": "process"}
         apply(kube, ns, doc)
         wait_condition(kube, ns, name, generation=2)
