@@ -50,7 +50,8 @@ def test_compose_services_and_profiles(rendered):
         assert set(services) == {"worker-process", "worker-docker", "prefect-server", "postgres"}
         assert services["prefect-server"]["profiles"] == ["single-box"] == services["postgres"]["profiles"]
         process, docker = services["worker-process"]["command"], services["worker-docker"]["command"]
-        assert process[:2] == ["eveflow", "worker"] and process[process.index("--type") + 1] == "process"
+        assert services["worker-process"]["entrypoint"] == ["eveflow"] == services["worker-docker"]["entrypoint"]
+        assert process[0] == "worker" and process[process.index("--type") + 1] == "process"
         assert docker[docker.index("--type") + 1] == "docker"
         # Exactly one worker starts by default: the one whose pool holds the deployments.
         assert ["profiles" in services["worker-process"], "profiles" in services["worker-docker"]].count(True) == 1

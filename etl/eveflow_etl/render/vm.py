@@ -64,6 +64,10 @@ def build_compose(pipeline: EvePipeline) -> dict:
         environment["PGSSLMODE"] = "require"
     worker = {
         "image": _image(pipeline),
+        # The image's own ENTRYPOINT, spelled out so a reader sees the whole command line:
+        # `command` holds eveflow's arguments only (["eveflow", "worker", …] would run
+        # `eveflow eveflow worker`).
+        "entrypoint": ["eveflow"],
         "env_file": [".env"],
         "environment": environment,
         "restart": "unless-stopped",
@@ -72,11 +76,11 @@ def build_compose(pipeline: EvePipeline) -> dict:
     }
     process_worker = dict(
         worker,
-        command=["eveflow", *inputs.worker_args(pools.process, "process", queues if pools.deployments_type == "process" else [])],
+        command=inputs.worker_args(pools.process, "process", queues if pools.deployments_type == "process" else []),
     )
     docker_worker = dict(
         worker,
-        command=["eveflow", *inputs.worker_args(pools.docker, "docker", queues if pools.deployments_type == "docker" else [])],
+        command=inputs.worker_args(pools.docker, "docker", queues if pools.deployments_type == "docker" else []),
         volumes=[*worker["volumes"], "/var/run/docker.sock:/var/run/docker.sock"],
     )
     # The worker of the pool the deployments are on starts by default; the other one on request.
