@@ -21,6 +21,8 @@ MANAGED_TAG = "eveflow"
 ETL_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_market_etl"
 MAINTENANCE_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_maintenance"
 MAINTENANCE_SLUG = "maintenance"
+# Docker job variables that are also set per deployment (see flow_run_job_variables).
+DOCKER_HOST_VARIABLES = ("networks", "volumes")
 
 # Fields compared between desired and observed, and PATCHed when they differ.
 _COMPARED = ("entrypoint", "parameters", "parameter_openapi_schema", "work_pool_name", "work_queue_name",
@@ -43,7 +45,8 @@ def flow_run_job_variables(pipeline: EvePipeline) -> dict[str, Any]:
     """Per-deployment job variables. Kubernetes and docker pools run each flow in a container of
     its own: it needs the eveflow image, and on kubernetes the destination Secret (as ``envFrom``,
     see ``pools``; a docker pool's template passes the worker's database variables on by
-    reference). Process pools run flows inside the worker, which already has both."""
+    reference), on docker the pool's ``networks`` and ``volumes``. Process pools run flows inside
+    the worker, which already has all of it."""
     spec = pipeline.spec
     if spec.work_pool.type == "process":
         return {}
@@ -52,6 +55,12 @@ def flow_run_job_variables(pipeline: EvePipeline) -> dict[str, Any]:
         variables["image"] = spec.worker.image
     if spec.work_pool.type == "kubernetes" and spec.destination.secret_ref:
         variables["env_from"] = [{"secretRef": {"name": spec.destination.secret_ref}}]
+    if spec.work_pool.type == "docker":
+        # They name things on the worker's host (e.g. a compose project's network): the pipeline's
+        # deployments carry their own, whatever another pipeline sharing the pool set last.
+        for name in DOCKER_HOST_VARIABLES:
+            if spec.work_pool.job_variables.get(name):
+                variables[name] = spec.work_pool.job_variables[name]
     return variables
 
 

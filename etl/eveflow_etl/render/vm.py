@@ -37,6 +37,48 @@ def pools_for(pipeline: EvePipeline) -> Pools:
     return Pools(process, docker, process, "process")
 
 
+def network_name(pipeline: EvePipeline) -> str:
+    """The compose project's network. Named here, not left to compose (``<project>_default``,
+    the project being the directory's name), so the docker worker's flow-run containers, which
+    it starts itself outside compose, can join it and reach ``prefect-server``/``postgres``."""
+    return f"eveflow-{check_spcs_name(pipeline.name, 'metadata.name')}"
+
+
+def data_volume_name(pipeline: EvePipeline) -> str:
+    """The workers' data volume (``EVEFLOW_DATA_DIR``), named for the same reason."""
+    return f"{network_name(pipeline)}-data"
+
+
+def worker_environment(pipeline: EvePipeline) -> dict[str, str]:
+    """What compose sets on the workers besides ``.env``."""
+    environment = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
+    if pipeline.spec.destination.profile == "crunchy":
+        environment["PGSSLMODE"] = "require"
+    return environment
+
+
+def adapt(pipeline: EvePipeline) -> EvePipeline:
+    """The pipeline as the VM runs it: its deployments on the pool of :func:`pools_for`. On a
+    docker pool the flow runs in containers the docker worker starts next to compose; their job
+    variables put them on the compose network with the data volume, and give them the worker's
+    own settings by reference (``{{ $NAME }}``, resolved by the worker when it starts a flow run,
+    as the pool already does for the database variables: no value lands in Prefect or a file)."""
+    pools = pools_for(pipeline)
+    adapted = inputs.with_pool(pipeline, pools.deployments, pools.deployments_type)
+    if pools.deployments_type != "docker":
+        return adapted
+    pool = adapted.spec.work_pool
+    variables = dict(pool.job_variables)
+    network = network_name(pipeline)
+    variables["networks"] = [network, *(n for n in variables.get("networks") or [] if n != network)]
+    mount = f"{data_volume_name(pipeline)}:{inputs.DATA_DIR}"
+    variables["volumes"] = [mount, *(v for v in variables.get("volumes") or [] if v != mount)]
+    references = {name: "{{ $" + name + " }}" for name in worker_environment(pipeline)}
+    variables["env"] = {**references, **(variables.get("env") or {})}
+    spec = adapted.spec.model_copy(update={"work_pool": pool.model_copy(update={"job_variables": variables})})
+    return adapted.model_copy(update={"spec": spec})
+
+
 def unit_name(pipeline: EvePipeline) -> str:
     return f"eveflow-{check_spcs_name(pipeline.name, 'metadata.name')}-worker.service"
 
@@ -59,9 +101,7 @@ def _healthcheck() -> dict:
 def build_compose(pipeline: EvePipeline) -> dict:
     pools = pools_for(pipeline)
     queues = inputs.worker_queues(pipeline)
-    environment = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
-    if pipeline.spec.destination.profile == "crunchy":
-        environment["PGSSLMODE"] = "require"
+    environment = worker_environment(pipeline)
     worker = {
         "image": _image(pipeline),
         # The image's own ENTRYPOINT, spelled out so a reader sees the whole command line:
@@ -126,7 +166,8 @@ def build_compose(pipeline: EvePipeline) -> dict:
                 "restart": "unless-stopped",
             },
         },
-        "volumes": {"eveflow-data": {}, "postgres-data": {}},
+        "networks": {"default": {"name": network_name(pipeline)}},
+        "volumes": {"eveflow-data": {"name": data_volume_name(pipeline)}, "postgres-data": {}},
     }
 
 
@@ -257,6 +298,18 @@ def _systemd_note(pools: Pools) -> str:
     )
 
 
+def _docker_flow_runs_note(pipeline: EvePipeline, pools: Pools) -> str:
+    if pools.deployments_type != "docker":
+        return ""
+    return (
+        "The docker worker starts each flow run in a container of its own, outside compose. The job\n"
+        "variables in `prefect.yaml` and `pipeline.yaml` put it on the compose network\n"
+        f"`{network_name(pipeline)}` (so `prefect-server` and `postgres` resolve), with the volume\n"
+        f"`{data_volume_name(pipeline)}` at `{inputs.DATA_DIR}`; the pool gives it the worker's database and\n"
+        "`EVEFLOW_*` variables by reference.\n\n"
+    )
+
+
 def build_readme(pipeline: EvePipeline) -> str:
     pools = pools_for(pipeline)
     unit = unit_name(pipeline)
@@ -274,9 +327,7 @@ pool `{pools.deployments}`; `docker compose up` starts its worker.
 | `.env.example` | every variable the workers read, without values |
 | `single-box/initdb/` | creates the Prefect server's database in the single-box Postgres |
 
-The docker worker's image needs `prefect-docker`; flow-run containers use the pool's image.
-
-## With Docker
+{_docker_flow_runs_note(pipeline, pools)}## With Docker
 1. `cp .env.example .env && chmod 600 .env`, fill it in (never commit it).
 2. `docker compose up -d` — or, with no Prefect server or database elsewhere:
    `docker compose --profile single-box up -d` (set `PREFECT_API_URL=http://prefect-server:4200/api`
