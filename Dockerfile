@@ -31,8 +31,13 @@ LABEL org.opencontainers.image.title="eveflow" \
       org.opencontainers.image.description="EvePipeline operator, Prefect worker and ETL for EVE Online market data" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.version="0.1.0"
+# /data: EVEFLOW_DATA_DIR of the rendered targets, where compose mounts a named volume. Docker
+# gives a new volume the owner of the image's directory (root's when there is none, and then the
+# non-root user cannot create its cache there).
 RUN groupadd --system --gid 10001 eveflow \
- && useradd --system --uid 10001 --gid eveflow --home-dir /home/eveflow --create-home --shell /usr/sbin/nologin eveflow
+ && useradd --system --uid 10001 --gid eveflow --home-dir /home/eveflow --create-home --shell /usr/sbin/nologin eveflow \
+ && mkdir /data \
+ && chown 10001:10001 /data
 COPY --from=build /opt/eveflow /opt/eveflow
 ENV PATH=/opt/eveflow/bin:$PATH \
     PYTHONUNBUFFERED=1 \

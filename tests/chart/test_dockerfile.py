@@ -65,6 +65,19 @@ def test_multi_stage_non_root_with_healthcheck() -> None:
         assert url in argv[2]
 
 
+def test_data_dir_belongs_to_the_runtime_user() -> None:
+    """The renders mount a named volume at EVEFLOW_DATA_DIR (compose: the workers and the docker
+    pool's flow-run containers). A new volume takes the owner of the image's directory, root
+    when the image has none: the non-root user could not write its cache there."""
+    from eveflow_etl.render.inputs import DATA_DIR
+
+    _, runtime = _stages()
+    user = next(line for line in runtime if line.startswith("USER ")).split()[1]
+    commands = [c.strip() for line in runtime if line.startswith("RUN ") for c in line[4:].split("&&")]
+    assert f"mkdir {DATA_DIR}" in commands or f"mkdir -p {DATA_DIR}" in commands, commands
+    assert f"chown {user} {DATA_DIR}" in commands, commands
+
+
 def test_install_step_is_the_test_commands_install() -> None:
     run_sh = (ROOT / "tests" / "run.sh").read_text()
     tests_install = re.search(r"uv pip install (.*)", run_sh).group(1)
