@@ -15,6 +15,7 @@ from typing import Any
 
 from eveflow_etl.orchestration.client import PrefectApi
 from eveflow_etl.orchestration.schedules import cron_schedule, ensure_schedules
+from eveflow_etl.orchestration.types import PrefectRejected
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME, EvePipeline
 
 MANAGED_TAG = "eveflow"
@@ -29,8 +30,11 @@ _COMPARED = ("entrypoint", "parameters", "parameter_openapi_schema", "work_pool_
              "tags", "description", "paused", "enforce_parameter_schema", "job_variables", "path", "pull_steps")
 
 
+PIPELINE_TAG_PREFIX = "eveflow.dev/pipeline:"
+
+
 def pipeline_tag(pipeline: EvePipeline, namespace: str) -> str:
-    return f"eveflow.dev/pipeline:{namespace}.{pipeline.name}"
+    return f"{PIPELINE_TAG_PREFIX}{namespace}.{pipeline.name}"
 
 
 @lru_cache(maxsize=4)
@@ -158,10 +162,30 @@ async def ensure_flow(api: PrefectApi, flow_name: str, actions: list[str]) -> st
     return created["id"]
 
 
-async def ensure_deployment(api: PrefectApi, desired: DesiredDeployment,
-                            actions: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Create or update one deployment and its schedules. Returns (deployment, slug → schedule id)."""
+async def read_owned_deployment(api: PrefectApi, desired: DesiredDeployment) -> dict[str, Any] | None:
+    """The deployment ``desired`` names, or None; refused when another pipeline's tag is on it.
+
+    Deployments are named after the pipeline, so a namesake in another namespace (or cluster) on
+    the same Prefect server would take this one over and the two would rewrite it on every pass.
+    A deployment without any pipeline tag (made by hand, or by an older eveflow) is adopted.
+    """
     observed = await read_deployment(api, desired.flow_name, desired.name)
+    ours = {t for t in desired.body["tags"] if t.startswith(PIPELINE_TAG_PREFIX)}
+    owners = {t for t in (observed or {}).get("tags") or [] if t.startswith(PIPELINE_TAG_PREFIX)} - ours
+    if owners:
+        owner = sorted(owners)[0].removeprefix(PIPELINE_TAG_PREFIX)
+        raise PrefectRejected(
+            f"deployment {desired.flow_name}/{desired.name} belongs to pipeline {owner}: deployments are named "
+            f"after metadata.name, so two pipelines on one Prefect server need different names; rename this "
+            f"pipeline (metadata.name) or delete the other one"
+        )
+    return observed
+
+
+async def ensure_deployment(api: PrefectApi, desired: DesiredDeployment, observed: dict[str, Any] | None,
+                            actions: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Create or update one deployment and its schedules (``observed``: as read by
+    :func:`read_owned_deployment`). Returns (deployment, slug → schedule id)."""
     if observed is None:
         flow_id = await ensure_flow(api, desired.flow_name, actions)
         # Created with its schedules in one call: there are no runs yet to lose.

@@ -40,11 +40,14 @@ async def sync_pipeline(pipeline: EvePipeline, conn: PrefectConnection, *, names
     desired = deps.desired_deployments(pipeline, namespace)
     async with PrefectApi(conn) as api:
         try:
+            # Read (and checked for another pipeline's ownership) before any write: a refused
+            # pipeline leaves the pool and the deployments as they were.
+            observed = {want.name: await deps.read_owned_deployment(api, want) for want in desired}
             pool = await pools.ensure_pool(api, pipeline, namespace, result.actions)
             result.work_pool_id = pool.get("id")
             await pools.ensure_queues(api, pipeline, result.actions)
             for want in desired:
-                deployment, schedule_ids = await deps.ensure_deployment(api, want, result.actions)
+                deployment, schedule_ids = await deps.ensure_deployment(api, want, observed[want.name], result.actions)
                 result.deployment_ids[want.name] = deployment["id"]
                 if want.flow_name == ETL_FLOW_NAME:
                     result.schedule_ids.update(schedule_ids)
