@@ -112,6 +112,9 @@ def eve_market_etl(
 
 def _run_regions(regions: list[int], common: dict[str, Any], retries: int, retry_delay_seconds: int,
                  timeout_seconds: int, started: float) -> list[RegionOutcome]:
+    # The task timeout is what stops a region left behind at the budget from committing later
+    # (it raises in the thread as soon as that thread runs Python again, before the commit);
+    # Prefect's warning that it cannot interrupt a blocked thread is about that delay.
     load = load_region.with_options(retries=retries, retry_delay_seconds=retry_delay_seconds,
                                     timeout_seconds=timeout_seconds)
     futures = {region: load.submit(region, **common) for region in regions}
