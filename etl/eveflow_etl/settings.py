@@ -22,7 +22,10 @@ def default_data_dir() -> Path:
 class EtlSettings(BaseSettings):
     """Settings of the ETL engine (sources, ESI client, loader)."""
 
-    model_config = SettingsConfigDict(env_prefix="EVEFLOW_", extra="ignore")
+    # An empty variable means "use the default", as an unset one: a docker pool passes the
+    # worker's settings to flow-run containers by reference (``{{ $EVEFLOW_… }}``), and a setting
+    # the worker does not have arrives empty. Values passed in code (CLI options) are still checked.
+    model_config = SettingsConfigDict(env_prefix="EVEFLOW_", extra="ignore", env_ignore_empty=True)
 
     # Where local state lives: ESI cache, the embedded PostgreSQL, the demo's Prefect home.
     data_dir: Path = Field(default_factory=default_data_dir)
