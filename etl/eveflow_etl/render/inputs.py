@@ -32,6 +32,12 @@ SNOWFLAKE_PG_VARIABLES = (
     "SNOWFLAKE_POSTGRES_DATABASE",
 )
 
+# Every EVEFLOW_* setting the ETL reads, from the settings model itself (a new field is passed on
+# without anyone listing it here).
+ETL_SETTING_VARIABLES = tuple(
+    EtlSettings.model_config["env_prefix"] + name.upper() for name in EtlSettings.model_fields
+)
+
 
 _IMAGE_REF_RE = re.compile(
     r"^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(/[a-z0-9._-]+)*"  # [registry[:port]/]path

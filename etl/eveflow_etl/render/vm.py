@@ -16,6 +16,14 @@ POSTGRES_IMAGE = "postgres:16"
 INSTALL_DIR = "/opt/eveflow"
 ENV_FILE = "/etc/eveflow/eveflow.env"
 PREFECT_DATABASE = "prefect"
+IMAGE_UID = 10001  # the eveflow image's USER (Dockerfile)
+DOCKER_SOCKET = "/var/run/docker.sock"
+# How to find the value of DOCKER_GID: the group owning the host's socket (usually `docker`).
+DOCKER_GID_HOWTO = f"stat -c %g {DOCKER_SOCKET}"
+# What worker-docker gets for DOCKER_GID when it only starts on request (--profile docker) and
+# DOCKER_GID is unset: a group name no image has, so the engine refuses to start worker-docker,
+# naming this group, rather than the worker failing later on the socket with "permission denied".
+DOCKER_GID_UNSET = "set-DOCKER_GID-in-.env"
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,9 @@ def adapt(pipeline: EvePipeline) -> EvePipeline:
     docker pool the flow runs in containers the docker worker starts next to compose; their job
     variables put them on the compose network with the data volume, and give them the worker's
     own settings by reference (``{{ $NAME }}``, resolved by the worker when it starts a flow run,
-    as the pool already does for the database variables: no value lands in Prefect or a file)."""
+    as the pool already does for the database variables: no value lands in Prefect or a file):
+    what compose sets and every ``EVEFLOW_*`` setting, so the user's ``.env`` reaches flow runs
+    (one the worker lacks arrives empty, which the settings take as the default)."""
     pools = pools_for(pipeline)
     adapted = inputs.with_pool(pipeline, pools.deployments, pools.deployments_type)
     if pools.deployments_type != "docker":
@@ -73,7 +83,8 @@ def adapt(pipeline: EvePipeline) -> EvePipeline:
     variables["networks"] = [network, *(n for n in variables.get("networks") or [] if n != network)]
     mount = f"{data_volume_name(pipeline)}:{inputs.DATA_DIR}"
     variables["volumes"] = [mount, *(v for v in variables.get("volumes") or [] if v != mount)]
-    references = {name: "{{ $" + name + " }}" for name in worker_environment(pipeline)}
+    names = dict.fromkeys([*inputs.ETL_SETTING_VARIABLES, *worker_environment(pipeline)])
+    references = {name: "{{ $" + name + " }}" for name in names}
     variables["env"] = {**references, **(variables.get("env") or {})}
     spec = adapted.spec.model_copy(update={"work_pool": pool.model_copy(update={"job_variables": variables})})
     return adapted.model_copy(update={"spec": spec})
@@ -96,6 +107,17 @@ def _healthcheck() -> dict:
         "retries": 3,
         "start_period": "30s",
     }
+
+
+def _docker_gid(required: bool) -> str:
+    """The host's docker group for worker-docker's ``group_add``: the image's user (IMAGE_UID)
+    reaches the host's socket (``root:docker``, mode 660) only through it. Required (``:?``,
+    compose names the variable and the fix) when worker-docker starts by default; otherwise a
+    process-pool user would need it for every ``docker compose up``: compose interpolates the
+    services of inactive profiles too."""
+    if required:
+        return "${DOCKER_GID:?set DOCKER_GID in .env to the host's docker group id: " + DOCKER_GID_HOWTO + "}"
+    return "${DOCKER_GID:-" + DOCKER_GID_UNSET + "}"
 
 
 def build_compose(pipeline: EvePipeline) -> dict:
@@ -121,7 +143,8 @@ def build_compose(pipeline: EvePipeline) -> dict:
     docker_worker = dict(
         worker,
         command=inputs.worker_args(pools.docker, "docker", queues if pools.deployments_type == "docker" else []),
-        volumes=[*worker["volumes"], "/var/run/docker.sock:/var/run/docker.sock"],
+        volumes=[*worker["volumes"], f"{DOCKER_SOCKET}:{DOCKER_SOCKET}"],
+        group_add=[_docker_gid(required=pools.deployments_type == "docker")],
     )
     # The worker of the pool the deployments are on starts by default; the other one on request.
     if pools.deployments_type == "process":
@@ -261,6 +284,11 @@ def build_env_example(pipeline: EvePipeline) -> str:
     url = inputs.prefect_api_url(pipeline)
     used = {"PREFECT_API_URL", *([credential] if credential else [])}
     used |= {c.env for c in inputs.database_variables(pipeline)}
+    if pools_for(pipeline).deployments_type == "docker":
+        used.add("DOCKER_GID")  # worker-docker starts by default and compose requires it
+    used.add("EVEFLOW_CONTACT")  # an empty one is the default, like every EVEFLOW_* setting
+    # Compose and the unit set EVEFLOW_DATA_DIR themselves (compose's value beats .env's).
+    settings = [v for v in inputs.ETL_SETTING_VARIABLES if v != "EVEFLOW_DATA_DIR"]
 
     def entry(variable: str) -> str:
         return f"{variable}=" if variable in used else f"# {variable}="
@@ -282,8 +310,15 @@ def build_env_example(pipeline: EvePipeline) -> str:
         "# Database, profile snowflake (Snowflake Postgres)",
         *(entry(v) for v in inputs.SNOWFLAKE_PG_VARIABLES),
         "",
+        "# ETL settings: empty or unset means the default (eveflow_etl/settings.py); flow runs of a docker",
+        "# pool get the worker's. EVEFLOW_CONTACT: the e-mail or URL ESI asks every client to send.",
+        *(entry(v) for v in settings),
+        "",
         "# docker compose only: the worker image (default " + (pipeline.spec.worker.image or inputs.DEFAULT_IMAGE) + ")",
         "# EVEFLOW_IMAGE=",
+        f"# docker compose, worker-docker: the id of the host's group owning {DOCKER_SOCKET} (usually",
+        f"# docker), so the worker (uid {IMAGE_UID}) may use it: {DOCKER_GID_HOWTO}",
+        entry("DOCKER_GID"),
     ]
     return "\n".join(lines) + "\n"
 
@@ -306,7 +341,17 @@ def _docker_flow_runs_note(pipeline: EvePipeline, pools: Pools) -> str:
         "variables in `prefect.yaml` and `pipeline.yaml` put it on the compose network\n"
         f"`{network_name(pipeline)}` (so `prefect-server` and `postgres` resolve), with the volume\n"
         f"`{data_volume_name(pipeline)}` at `{inputs.DATA_DIR}`; the pool gives it the worker's database and\n"
-        "`EVEFLOW_*` variables by reference.\n\n"
+        "`EVEFLOW_*` variables by reference, so what `.env` sets reaches every flow run (and what it leaves\n"
+        "out arrives empty, which eveflow takes as the default).\n\n"
+    )
+
+
+def _docker_gid_step(pools: Pools) -> str:
+    when = "" if pools.deployments_type == "docker" else " (only to run it, with `--profile docker`)"
+    return (
+        f"   `worker-docker`{when} runs as uid {IMAGE_UID} and starts containers through\n"
+        f"   `{DOCKER_SOCKET}`: set `DOCKER_GID` to the group owning it (`{DOCKER_GID_HOWTO}`),\n"
+        "   which compose adds to the worker. That socket gives the worker root-equivalent access to the host.\n"
     )
 
 
@@ -329,7 +374,7 @@ pool `{pools.deployments}`; `docker compose up` starts its worker.
 
 {_docker_flow_runs_note(pipeline, pools)}## With Docker
 1. `cp .env.example .env && chmod 600 .env`, fill it in (never commit it).
-2. `docker compose up -d` — or, with no Prefect server or database elsewhere:
+{_docker_gid_step(pools)}2. `docker compose up -d` — or, with no Prefect server or database elsewhere:
    `docker compose --profile single-box up -d` (set `PREFECT_API_URL=http://prefect-server:4200/api`
    and `PGHOST=postgres` in `.env`; the UI is on http://127.0.0.1:4200).
 3. Register the work pool and the deployments:
