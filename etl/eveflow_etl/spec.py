@@ -58,6 +58,15 @@ MAINTENANCE_FLOW_NAME = "eve-maintenance"
 _MODEL_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+def has_url_credentials(url: str) -> bool:
+    """True if an http(s) URL carries userinfo ('user:password@' or 'token@') before its host.
+
+    The one check for every Prefect API URL we accept (spec, operator settings); the CRD's CEL
+    rule and the chart's values schema use the same ``URL_WITH_USERINFO`` pattern.
+    """
+    return re.match(URL_WITH_USERINFO, url) is not None
+
+
 def check_cron(cron: str) -> str:
     """The cron check shared by schedules and maintenance (croniter is what Prefect accepts)."""
     if len(cron.split()) != 5 or not croniter.is_valid(cron):
@@ -104,7 +113,7 @@ class PrefectSpec(_Model):
     def _no_credentials_in_url(cls, url: str | None, info: ValidationInfo) -> str | None:
         # The URL is not a secret: the operator puts it in the worker Deployment's env, renders
         # write it into files. The message must not echo the URL (it holds the password).
-        if url is not None and re.match(URL_WITH_USERINFO, url):
+        if url is not None and has_url_credentials(url):
             ref = "apiKeySecretRef (the API key)" if info.data.get("mode") == "cloud" else \
                 "authStringSecretRef (the 'user:password' string)"
             raise ValueError(

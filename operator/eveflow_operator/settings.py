@@ -8,16 +8,22 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from eveflow_etl.spec import DNS_LABEL, is_dns_label
+from eveflow_etl.errors import ConfigError
+from eveflow_etl.spec import DNS_LABEL, has_url_credentials, is_dns_label
+
+ENV_PREFIX = "EVEFLOW_OPERATOR_"
 
 
 class OperatorSettings(BaseSettings):
     """Operator configuration (the chart sets these as env vars on the operator Deployment)."""
 
-    model_config = SettingsConfigDict(env_prefix="EVEFLOW_OPERATOR_", extra="ignore")
+    # hide_input_in_errors: a bad value must not land in logs, and the input of a model-level
+    # error is every setting, the Prefect URL included.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", hide_input_in_errors=True)
 
     # Comma-separated namespaces to watch; empty: every namespace (cluster-wide).
     namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -27,7 +33,7 @@ class OperatorSettings(BaseSettings):
     resync_jitter_seconds: float = Field(default=30.0, ge=0, le=3_600)
     # A resource edited less than this long ago is left to the change handlers.
     resync_idle_seconds: float = Field(default=10.0, ge=0, le=3_600)
-    # Prefect API for pipelines whose spec.prefect.apiUrl is empty.
+    # Prefect API for pipelines whose spec.prefect.apiUrl is empty; no credentials in it.
     prefect_api_url: str = Field(default="http://prefect-server:4200/api", pattern=r"^https?://\S+$")
     prefect_timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     # Worker image for pipelines whose spec.worker.image is empty (the chart passes its own image).
@@ -53,6 +59,21 @@ class OperatorSettings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("prefect_api_url")
+    @classmethod
+    def _no_credentials_in_url(cls, url: str) -> str:
+        # The operator copies this URL into every worker Deployment's env, in plain text.
+        if has_url_credentials(url):
+            # load_settings() puts the variable's name in front; the URL is never echoed.
+            raise ValueError(
+                "credentials in the URL ('user:password@' before the host) are not allowed: the operator "
+                "copies it into every worker Deployment. Remove them from the chart value prefect.apiUrl "
+                "and put them in a Secret (chart values prefect.auth.existingSecret with keys auth-string / "
+                "api-key, or prefect.auth.authString / apiKey) that pipelines reference in "
+                "spec.prefect.authStringSecretRef / apiKeySecretRef"
+            )
+        return url
+
     @model_validator(mode="after")
     def _check_namespaces(self) -> OperatorSettings:
         bad = [n for n in self.namespaces if not is_dns_label(n)]
@@ -66,5 +87,18 @@ class OperatorSettings(BaseSettings):
 
 
 def load_settings() -> OperatorSettings:
-    """Read the environment now (call once, at startup)."""
-    return OperatorSettings()
+    """Read the environment now (call once, at startup).
+
+    Bad values raise ``ConfigError``: one line naming each bad variable, never echoing a value.
+    """
+    try:
+        return OperatorSettings()
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_describe(error) for error in exc.errors())) from None
+
+
+def _describe(error: ErrorDetails) -> str:
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if not error["loc"]:  # a model-level check names its variables itself
+        return message
+    return f"{ENV_PREFIX}{str(error['loc'][0]).upper()}: {message}"
