@@ -10,7 +10,7 @@ import pytest
 
 from eveflow_etl.orchestration.pools import default_base_job_template
 from eveflow_etl.orchestration.sync import delete_pipeline, sync_pipeline
-from eveflow_etl.orchestration.types import PrefectConnection
+from eveflow_etl.orchestration.types import PrefectConnection, PrefectRejected
 from eveflow_etl.spec import parse_pipeline
 from tests.fixtures.prefect import pipeline_document, prefect_api
 
@@ -57,17 +57,20 @@ async def test_a_pipeline_sharing_the_pool_leaves_the_creators_limit(prefect_ser
     creator, pool = unique("own"), unique("pool")
     conn = PrefectConnection(prefect_write_counter.api_url)
     await sync_pipeline(with_limit(creator, pool, 5), conn)
-    # A name that starts with the creator's, and the creator's own name in another namespace:
-    # neither created the pool.
+    # A name that starts with the creator's did not create the pool.
     sharing = with_limit(f"{creator}-2", pool, None)
-    for pipeline, namespace in ((sharing, "default"), (with_limit(creator, pool, None), "other")):
-        prefect_write_counter.reset()
-        first = await sync_pipeline(pipeline, conn, namespace=namespace)
-        assert f"PATCH /work_pools/{pool}" not in prefect_write_counter.writes, first.actions
-        assert pool_limit(prefect_server, pool) == 5
-        assert (await sync_pipeline(pipeline, conn, namespace=namespace)).writes == 0
+    prefect_write_counter.reset()
+    first = await sync_pipeline(sharing, conn)
+    assert f"PATCH /work_pools/{pool}" not in prefect_write_counter.writes, first.actions
+    assert pool_limit(prefect_server, pool) == 5
+    assert (await sync_pipeline(sharing, conn)).writes == 0
+    # Nor did the creator's namesake in another namespace: it is refused (its deployments would
+    # take over the creator's) before it writes anything, the pool's limit included.
+    prefect_write_counter.reset()
+    with pytest.raises(PrefectRejected, match="belongs to pipeline default"):
+        await sync_pipeline(with_limit(creator, pool, None), conn, namespace="other")
+    assert prefect_write_counter.writes == [] and pool_limit(prefect_server, pool) == 5
     await delete_pipeline(sharing, conn)
-    await delete_pipeline(with_limit(creator, pool, None), conn, namespace="other")
     await delete_pipeline(with_limit(creator, pool, 5), conn)
 
 
