@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from .conftest import CHART, ROOT, Helm, bad_values_files, values_files
+from tests.fixtures.urls import PREFECT_URL_SAMPLES
 
 pytestmark = pytest.mark.helm
 
@@ -66,18 +67,8 @@ def test_bad_values_are_rejected_with_a_clear_message(helm: Helm, path: Path) ->
     assert "Error:" in result.stderr
 
 
-# The URLs of the CRD/model agreement test (tests/operator/test_crd.py).
-URLS = [
-    "https://admin:s3cret@prefect.example.org/api", "http://token@prefect-server:4200/api",
-    "https://a:b@c@prefect.example.org/api", "https://@prefect.example.org/api",
-    "https://prefect.example.org/api", "http://prefect-server:4200/api",
-    "https://prefect.example.org/api?owner=ops@example.org", "https://prefect.example.org/a@b/api",
-    "https://prefect.example.org#x@y",
-]
-
-
 @pytest.mark.parametrize("where", [("prefect", "apiUrl"), ("prefectServer", "uiApiUrl")], ids=".".join)
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", PREFECT_URL_SAMPLES)
 def test_url_values_refuse_credentials_where_the_operator_does(where: tuple[str, str], url: str) -> None:
     """prefect.apiUrl becomes EVEFLOW_OPERATOR_PREFECT_API_URL: `helm install` refuses exactly the
     URLs the operator would refuse at startup (and the CRD in spec.prefect.apiUrl)."""

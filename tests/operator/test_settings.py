@@ -6,15 +6,8 @@ from __future__ import annotations
 import pytest
 
 from eveflow_etl.spec import has_url_credentials
+from tests.fixtures.urls import PREFECT_URL_SAMPLES
 
-# The same URLs as the CRD/model agreement test: the settings share the spec's check.
-URLS = [
-    "https://admin:s3cret@prefect.example.org/api", "http://token@prefect-server:4200/api",
-    "https://a:b@c@prefect.example.org/api", "https://@prefect.example.org/api",
-    "https://prefect.example.org/api", "http://prefect-server:4200/api",
-    "https://prefect.example.org/api?owner=ops@example.org", "https://prefect.example.org/a@b/api",
-    "https://prefect.example.org#x@y",
-]
 
 
 def _start_operator(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -61,7 +54,7 @@ def test_a_bad_setting_does_not_print_the_other_values(
     assert "s3cret" not in str(raised.value)
 
 
-@pytest.mark.parametrize("url", URLS)
+@pytest.mark.parametrize("url", PREFECT_URL_SAMPLES)
 def test_settings_accept_exactly_the_urls_the_spec_accepts(url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from eveflow_etl.errors import ConfigError
     from eveflow_operator.settings import load_settings
