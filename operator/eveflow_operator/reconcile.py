@@ -126,7 +126,8 @@ class Reconciler:
             result = await self._reconcile(body)
             changes = st.status_patch(body.get("status"), result.status)
             if changes:
-                self._unwritten[uid] = changes
+                # The values kopf's write leaves, not the patch (a nested removal is a None in it).
+                self._unwritten[uid] = {k: result.status.get(k) for k in changes}
             return result
 
     async def _reconcile(self, body: Mapping[str, Any]) -> PassResult:

@@ -185,9 +185,25 @@ def reduce_worker(previous: Mapping[str, Any] | None, worker: WorkerState, suspe
 
 
 def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A merge patch turning ``previous`` into ``new`` (None for removed keys); None if equal."""
+    """A JSON merge patch (RFC 7386, what kopf sends) turning ``previous`` into ``new``; None if
+    equal. Nested objects are diffed too: a merge patch merges them, so a key dropped inside one
+    (a schedule id, a deployment id, ``lastRun.rowsLoaded``) must be sent as None, else it stays
+    on the object and every later pass finds it again and rewrites the status."""
     previous = dict(previous or {})
     # kopf keeps its own bookkeeping under status.kopf; leave it alone.
-    keys = (set(previous) | set(new)) - {"kopf"}
-    patch = {k: new.get(k) for k in keys if previous.get(k) != new.get(k)}
+    patch = _merge_diff({k: v for k, v in previous.items() if k != "kopf"},
+                        {k: v for k, v in new.items() if k != "kopf"})
     return patch or None
+
+
+def _merge_diff(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    patch: dict[str, Any] = {}
+    for key in set(old) | set(new):
+        was, now = old.get(key), new.get(key)
+        if was == now:
+            continue
+        if isinstance(was, Mapping) and isinstance(now, Mapping):
+            patch[key] = _merge_diff(was, now)
+        else:
+            patch[key] = now  # lists and scalars are replaced whole; None removes
+    return patch

@@ -91,6 +91,21 @@ def test_patch_leaves_kopf_bookkeeping_and_removes_dropped_keys() -> None:
     assert st.status_patch(old, new) == {"nextRun": None}
 
 
+def test_patch_removes_keys_dropped_inside_nested_objects() -> None:
+    # kopf sends the patch as a JSON merge patch, which merges nested objects: the API server's
+    # result must be the new status, and the next pass must then find nothing to write.
+    from tests.harness.kube_emulator.patching import merge_patch
+
+    old = st.reduce_status({}, _ok(last_run=RunSummary(state="COMPLETED", rows_loaded=10)), T0)
+    # Maintenance disabled (its deployment and schedule ids go), a new run without row counts yet.
+    new = st.reduce_status(old, _ok(deployment_ids={"p": "d-1"}, schedule_ids={},
+                                    last_run=RunSummary(state="RUNNING")), T1)
+    stored = merge_patch(old, st.status_patch(old, new))
+    assert stored == new
+    assert st.status_patch(stored, new) is None
+    assert merge_patch(new, st.status_patch(new, old)) == old
+
+
 def test_set_condition_replaces_one_type_and_keeps_order() -> None:
     conds = st.set_condition([], "WorkerAvailable", "True", "R", "m", 1, T0)
     conds = st.set_condition(conds, "Ready", "True", "R", "m", 1, T0)
