@@ -22,7 +22,9 @@ from eveflow_etl.errors import SourceError
 from eveflow_etl.esi import EsiClient
 from eveflow_etl.run import run_etl
 from eveflow_etl.sources import fetch
+from eveflow_etl.orchestration.maintenance import trim_cache
 from eveflow_etl.sources.everef import everef_url
+from eveflow_etl.sources.everef_cache import EverefCache
 
 from tests.fixtures.esi import settings_for
 
@@ -311,3 +313,17 @@ def test_cache_off_downloads_every_time_and_keeps_nothing(esi_server, tmp_path):
             list(fetch(SourceKind.EVEREF, [FORGE], None, settings, day=DAY, client=client))
             assert client.stats.body_bytes > 0
     assert list(cache_dir(tmp_path).iterdir()) == []
+
+
+def test_download_after_the_maintenance_trim_removed_the_empty_cache_folder(tmp_path):
+    # The trim removes empty folders; a run that opened the cache just before must still download.
+    cache = EverefCache(tmp_path / "cache" / "everef", max_bytes=10_000_000)
+    trim_cache(tmp_path / "cache", max_age_days=7)
+    assert not cache.directory.exists()
+    part, out = cache.new_part("https://everef.example/market-history-2026-01-01.csv.bz2")
+    with out:
+        out.write(b"data")
+    cache.commit("https://everef.example/market-history-2026-01-01.csv.bz2", part, '"v1"', None)
+    entry = cache.lookup("https://everef.example/market-history-2026-01-01.csv.bz2")
+    assert entry is not None and entry.handle.read() == b"data"
+    entry.handle.close()

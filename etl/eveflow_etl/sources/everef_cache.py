@@ -94,7 +94,12 @@ class EverefCache:
             discard(body)
 
     def new_part(self, url: str) -> tuple[Path, BinaryIO]:
-        fd, name = tempfile.mkstemp(dir=self.directory, prefix=f".{self._stem(url)}.", suffix=".part")
+        prefix = f".{self._stem(url)}."
+        try:
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix=prefix, suffix=".part")
+        except FileNotFoundError:  # the maintenance trim removed the (empty) folder since __init__
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, name = tempfile.mkstemp(dir=self.directory, prefix=prefix, suffix=".part")
         return Path(name), os.fdopen(fd, "wb")
 
     def commit(self, url: str, part: Path, etag: str | None, last_modified: str | None) -> None:
