@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psycopg
@@ -327,3 +328,38 @@ def test_download_after_the_maintenance_trim_removed_the_empty_cache_folder(tmp_
     entry = cache.lookup("https://everef.example/market-history-2026-01-01.csv.bz2")
     assert entry is not None and entry.handle.read() == b"data"
     entry.handle.close()
+
+
+def test_a_commit_in_another_process_is_not_swept_as_an_orphan_mid_way(tmp_path, monkeypatch):
+    # Process A has renamed its download into place but not yet written the metadata naming it
+    # when process B's commit sweeps bodies no metadata names: A's fresh body must survive.
+    from eveflow_etl.sources import everef_cache
+
+    url_a, url_b = (f"https://everef.example/market-history-2026-01-0{n}.csv.bz2" for n in (1, 2))
+    a, b = (EverefCache(tmp_path / "everef", max_bytes=10_000_000) for _ in range(2))
+    parts = {}
+    for cache, url in ((a, url_a), (b, url_b)):
+        parts[url], out = cache.new_part(url)
+        with out:
+            out.write(url.encode())
+    crashed = tmp_path / "everef" / "market-history-2025-12-01-000000000000.0123456789abcdef.csv.bz2"
+    crashed.write_bytes(b"left by a writer that died between its two renames")
+    two_hours_ago = time.time() - 7200
+    os.utime(crashed, (two_hours_ago, two_hours_ago))
+
+    write = everef_cache.atomic_write
+
+    def b_commits_first(path, data):
+        if not parts.get("b done"):
+            parts["b done"] = True
+            b.commit(url_b, parts[url_b], '"b"', None)
+        write(path, data)
+
+    monkeypatch.setattr(everef_cache, "atomic_write", b_commits_first)
+    a.commit(url_a, parts[url_a], '"a"', None)
+
+    for url in (url_a, url_b):
+        entry = a.lookup(url)
+        assert entry is not None and entry.handle.read() == url.encode()
+        entry.handle.close()
+    assert not crashed.exists()  # a real orphan still goes

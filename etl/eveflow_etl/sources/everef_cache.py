@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from eveflow_etl.esi.cache import atomic_write, evict
+from eveflow_etl.esi.cache import _STALE_TEMP_SECONDS, atomic_write, evict
 
 log = logging.getLogger(__name__)
 
@@ -124,20 +124,29 @@ class EverefCache:
         """Evict least recently used days until the cache fits in ``max_bytes`` (the ESI cache's
         eviction: a day's ``<stem>.json`` and its body share the name up to the first dot, so they
         go together, and abandoned dot-named ``.part`` files go after an hour); first drop bodies
-        no metadata names (a crash between the two renames of :meth:`commit`)."""
+        no metadata names (a crash between the two renames of :meth:`commit`) once they are an
+        hour old: a younger one may be another process's commit between its two renames."""
         named = set()
         for meta_path in self.directory.glob("*.json"):
             try:
                 named.add(json.loads(meta_path.read_text())["body"])
             except (OSError, ValueError, KeyError, TypeError):
                 discard(meta_path)
+        cutoff = time.time() - _STALE_TEMP_SECONDS
         for body in self.directory.glob("*.csv.bz2"):
-            if body.name not in named:
+            if body.name not in named and _mtime(body) < cutoff:
                 discard(body)
         result = evict(self.directory, max_bytes=self.max_bytes)
         if result.files_removed:
             log.info("EVE Ref cache %s: evicted %d files (%d bytes) to stay within %d bytes",
                      self.directory, result.files_removed, result.bytes_removed, self.max_bytes)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")  # gone meanwhile: nothing to discard
 
 
 def discard(path: Path) -> None:
