@@ -256,6 +256,15 @@ class Reconciler:
 
     async def finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
         """Delete (or orphan) the Prefect objects; after the retry bound, give up and release."""
+        meta = body["metadata"]
+        result = await self._finalize(body, retry)
+        if result.release:
+            # Every way out (Orphan, an invalid spec, given up): the pipeline is gone, and so
+            # must be its lock and pending status (the GC's DELETED event of the worker does not).
+            self.forget(meta.get("uid", meta["name"]))
+        return result
+
+    async def _finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
         from eveflow_etl.orchestration import sync
 
         meta = body["metadata"]

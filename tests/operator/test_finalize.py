@@ -126,3 +126,16 @@ def test_delete_secret_read_errors_count_toward_the_retry_bound() -> None:
     assert not first.release and first.problem is not None
     last = asyncio.run(Reconciler(settings, kube).finalize(body, 1))  # type: ignore[arg-type]
     assert last.release and any(e.reason == "DeleteAbandoned" for e in last.events)
+
+
+def test_every_released_delete_forgets_the_pipelines_lock_and_pending_status() -> None:
+    # Orphan and an invalid spec release before any Prefect call; the worker's DELETED event
+    # (garbage collector) never reaches the Reconciler: nothing else would drop these.
+    invalid = _body(None)
+    invalid["spec"]["schedules"][0]["cron"] = "not a cron"
+    for body in (_body(None, policy="Orphan"), invalid):
+        reconciler = Reconciler(OperatorSettings(), FailingKube(403, lists=True))  # type: ignore[arg-type]
+        reconciler.lock("u-1")
+        reconciler._unwritten["u-1"] = {"observedGeneration": 1}
+        assert asyncio.run(reconciler.finalize(body, 0)).release
+        assert "u-1" not in reconciler._locks and "u-1" not in reconciler._unwritten
