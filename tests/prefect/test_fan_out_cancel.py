@@ -76,3 +76,18 @@ def test_a_parent_that_ends_early_cancels_only_its_own_unfinished_children(prefe
     assert state_of(prefect_client, running) == "CANCELLING"
     assert state_of(prefect_client, finished) == "COMPLETED"
     assert state_of(prefect_client, someone_elses) == "SCHEDULED"
+
+
+def test_a_child_that_finishes_as_the_deadline_passes_keeps_its_real_outcome(prefect_client, deployment_id):
+    # Done after the last poll but before the cancel: it loaded its region, so the parent must
+    # not report it timed out (nor "left running").
+    from prefect.states import Completed
+
+    parent = uuid.uuid4()
+    finished = prefect_client.create_flow_run_from_deployment(deployment_id, tags=[parent_tag(parent)])
+    prefect_client.set_flow_run_state(finished.id, Completed(), force=True)
+
+    (outcome,) = read_child_outcomes({10000002: finished}, timeout_seconds=0, poll_seconds=0.2)
+
+    assert (outcome.status, outcome.error) == ("COMPLETED", None)
+    assert state_of(prefect_client, finished) == "COMPLETED"

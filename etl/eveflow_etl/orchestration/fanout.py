@@ -76,7 +76,15 @@ def read_child_outcomes(children: dict[int, Any], timeout_seconds: float, poll_s
         if pending:
             reason = f"the fan-out parent stopped waiting after {timeout_seconds:.0f} s"
             done = set(cancel_flow_runs(client, [run.id for run in pending.values()], reason))
-            cancelled = {region for region, run in pending.items() if run.id in done}
+            for region, run in pending.items():
+                if run.id in done:
+                    cancelled.add(region)
+                    continue
+                # Finished between the last poll and the cancel: it loaded its region, so its
+                # own outcome stands (a timeout here would misreport data that is in the table).
+                state = client.read_flow_run(run.id).state
+                if state is not None and state.is_final():
+                    states[region] = state
         ids = [run.id for run in children.values()]
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids)))
     by_run: dict[str, dict[str, Any]] = {}
