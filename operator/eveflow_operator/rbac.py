@@ -94,6 +94,17 @@ def jobs_namespace(pipeline: EvePipeline, namespace: str) -> str:
     return (k8s.namespace if k8s and k8s.namespace else None) or namespace
 
 
+def jobs_namespace_problem(pipeline: EvePipeline, namespace: str, watched: list[str]) -> str | None:
+    """Why the worker's Role cannot be placed, or None: an operator limited to ``watched``
+    namespaces has no rights elsewhere (Kubernetes would answer a bare 403)."""
+    target = jobs_namespace(pipeline, namespace)
+    if not needs_role(pipeline) or not watched or target in watched:
+        return None
+    return (f"spec.workPool.kubernetes.namespace: {target!r} is not one of the namespaces this operator "
+            f"manages ({', '.join(watched)}); choose one of them, or add it to the chart's "
+            f"operator.watchNamespaces")
+
+
 def wanted_rbac(pipeline: EvePipeline, namespace: str) -> tuple[str, str] | None:
     """(namespace, name) of the worker's Role and RoleBinding, None when the pool needs none."""
     if not needs_role(pipeline):

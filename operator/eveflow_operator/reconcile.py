@@ -29,7 +29,7 @@ from eveflow_operator.children import build_children
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
 from eveflow_operator.labels import owner_selector
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
-from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, stale_rbac, wanted_rbac
+from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, jobs_namespace_problem, stale_rbac, wanted_rbac
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.worker import worker_replicas
 
@@ -154,6 +154,9 @@ class Reconciler:
             pipeline = pipeline_from_body(body)
         except ConfigError as exc:
             return stop(st.INVALID_SPEC, _spec_message(exc, meta["name"]))
+        problem = jobs_namespace_problem(pipeline, namespace, self.settings.namespaces)
+        if problem is not None:  # before Prefect: nothing is written for a pipeline that cannot run
+            return stop(st.INVALID_SPEC, problem)
         try:
             conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
             await check_destination_secret(pipeline, namespace, self.read_secret)

@@ -129,3 +129,20 @@ def test_credentials_in_the_prefect_url_past_an_older_crd_are_an_invalid_spec() 
     assert ready["status"] == "False" and ready["reason"] == st.INVALID_SPEC
     assert "spec.prefect.apiUrl" in ready["message"] and "authStringSecretRef" in ready["message"]
     assert "s3cret" not in str(result.status) and all("s3cret" not in e.message for e in result.events)
+
+
+def test_a_jobs_namespace_outside_the_watched_ones_is_an_invalid_spec_naming_both(monkeypatch) -> None:
+    # A namespaced operator has no rights in other namespaces: the Role there would fail with a bare
+    # 403 on every pass. The pass stops before Prefect or Kubernetes (neither client is usable).
+    from eveflow_etl.orchestration import sync
+
+    async def must_not_sync(*_: Any, **__: Any) -> None:
+        raise AssertionError("synced a pipeline whose worker Role cannot be placed")
+
+    monkeypatch.setattr(sync, "sync_pipeline", must_not_sync)
+    settings = OperatorSettings(namespaces=["team-a", "team-b"])
+    result = asyncio.run(Reconciler(settings, None).reconcile(_body("team-a", jobs="flow-jobs")))  # type: ignore[arg-type]
+    assert result.problem is not None and result.problem.reason == st.INVALID_SPEC and result.permanent
+    message = st.get_condition(result.status, st.READY)["message"]
+    assert "spec.workPool.kubernetes.namespace" in message and "'flow-jobs'" in message
+    assert "team-a, team-b" in message and "operator.watchNamespaces" in message
