@@ -65,10 +65,10 @@ async def test_docker_pipeline_is_applied_with_the_docker_template_and_reapplied
     with prefect_api(prefect_server) as client:
         observed_pool = client.get(f"work_pools/{pool}").json()
         assert observed_pool["type"] == "docker"
-        assert observed_pool["base_job_template"] == expected_template(mem_limit="2g")
+        assert observed_pool["base_job_template"] == expected_template()  # mem_limit: on the deployments
         for deployment_id in first.deployment_ids.values():
             deployment = client.get(f"deployments/{deployment_id}").json()
-            assert deployment["job_variables"] == {"image": IMAGE}
+            assert deployment["job_variables"] == {"image": IMAGE, "mem_limit": "2g"}
             assert DB_PASSWORD not in json.dumps(deployment)
     assert DB_PASSWORD not in json.dumps(observed_pool)
 

@@ -12,7 +12,7 @@ from prefect.client.schemas.objects import FlowRun
 from prefect_kubernetes.worker import KubernetesWorkerJobConfiguration
 
 from eveflow_etl.orchestration.deployments import flow_run_job_variables
-from eveflow_etl.orchestration.pools import build_base_job_template
+from eveflow_etl.orchestration.pools import new_pool_template
 from eveflow_etl.spec import load_pipeline
 from eveflow_operator.reconcile import with_worker_image
 from eveflow_operator.settings import OperatorSettings
@@ -26,7 +26,7 @@ async def test_kubernetes_flow_run_container_runs_prefects_command_through_env()
     # No block or variable references in the template: the client is never called.
     async with PrefectClient("http://127.0.0.1:9/api") as unused:
         configuration = await KubernetesWorkerJobConfiguration.from_template_and_values(
-            build_base_job_template(pipeline, "pipelines"), flow_run_job_variables(pipeline), client=unused)
+            new_pool_template(pipeline), flow_run_job_variables(pipeline, "pipelines"), client=unused)
     configuration.prepare_for_flow_run(FlowRun(flow_id=uuid.uuid4(), name="a-run"))
     container = configuration.job_manifest["spec"]["template"]["spec"]["containers"][0]
     assert container["image"] == "registry.example/eveflow:9.9"

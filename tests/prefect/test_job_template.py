@@ -6,7 +6,7 @@ from __future__ import annotations
 from prefect.utilities.templating import apply_values
 
 from eveflow_etl.orchestration.deployments import desired_deployments, flow_run_job_variables
-from eveflow_etl.orchestration.pools import build_base_job_template
+from eveflow_etl.orchestration.pools import new_pool_template
 from eveflow_etl.spec import load_pipeline
 from eveflow_operator.reconcile import with_worker_image
 from eveflow_operator.settings import OperatorSettings
@@ -14,9 +14,9 @@ from tests.spec.test_spec import ROOT
 
 
 def _job_container(pipeline, namespace: str) -> tuple[dict, dict]:
-    template = build_base_job_template(pipeline, namespace)
+    template = new_pool_template(pipeline)
     defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
-    values = {**defaults, **flow_run_job_variables(pipeline)}
+    values = {**defaults, **flow_run_job_variables(pipeline, namespace)}
     manifest = apply_values(template["job_configuration"], values)["job_manifest"]
     return manifest, manifest["spec"]["template"]["spec"]["containers"][0]
 
@@ -29,7 +29,7 @@ def test_kubernetes_job_gets_the_worker_image_and_the_destination_secret() -> No
     assert container["envFrom"] == [{"secretRef": {"name": "eveflow-postgres"}}]
     assert manifest["metadata"]["namespace"] == "pipelines"
     etl = desired_deployments(pipeline, "pipelines")[0]
-    assert etl.body["job_variables"] == flow_run_job_variables(pipeline)
+    assert etl.body["job_variables"] == flow_run_job_variables(pipeline, "pipelines")
 
 
 def test_an_image_in_the_spec_wins_over_the_operator_default() -> None:
@@ -43,5 +43,5 @@ def test_an_image_in_the_spec_wins_over_the_operator_default() -> None:
 
 def test_process_pools_run_flows_in_the_worker_so_no_job_variables() -> None:
     pipeline = load_pipeline(ROOT / "examples" / "pipeline.yaml")
-    assert flow_run_job_variables(pipeline) == {}
+    assert flow_run_job_variables(pipeline, "default") == {}
     assert all(d.body["job_variables"] == {} for d in desired_deployments(pipeline, "default"))

@@ -15,7 +15,7 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect_docker.worker import DockerWorker, DockerWorkerJobConfiguration
 
 from eveflow_etl.orchestration.deployments import desired_deployments
-from eveflow_etl.orchestration.pools import DOCKER_DESTINATION_VARIABLES, build_base_job_template
+from eveflow_etl.orchestration.pools import DOCKER_DESTINATION_VARIABLES, new_pool_template
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.spec import load_pipeline
 
@@ -71,7 +71,7 @@ async def test_flow_run_container_is_on_the_compose_network_with_the_workers_set
     monkeypatch.setenv("SNOWFLAKE_POSTGRES_HOST", "db.example")
     monkeypatch.setenv("SNOWFLAKE_POSTGRES_PASSWORD", WORKER_SECRET)
 
-    template = build_base_job_template(load_pipeline(root / "pipeline.yaml"), "default")
+    template = new_pool_template(load_pipeline(root / "pipeline.yaml"))
     assert WORKER_SECRET not in yaml.safe_dump(template), "the pool holds references, not values"
     network = compose["networks"]["default"]["name"]
     for deployment in deployments:

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from eveflow_etl.orchestration.client import PrefectApi
+from eveflow_etl.orchestration.pools import FLOW_RUN_ENTRYPOINT, build_base_job_template
 from eveflow_etl.orchestration.schedules import cron_schedule, ensure_schedules
 from eveflow_etl.orchestration.types import PrefectRejected
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME, EvePipeline
@@ -22,8 +23,6 @@ MANAGED_TAG = "eveflow"
 ETL_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_market_etl"
 MAINTENANCE_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_maintenance"
 MAINTENANCE_SLUG = "maintenance"
-# Docker job variables that are also set per deployment (see flow_run_job_variables).
-DOCKER_HOST_VARIABLES = ("networks", "volumes")
 
 # Fields compared between desired and observed, and PATCHed when they differ.
 _COMPARED = ("entrypoint", "parameters", "parameter_openapi_schema", "work_pool_name", "work_queue_name",
@@ -45,26 +44,52 @@ def flow_parameter_schema(entrypoint: str) -> dict[str, Any]:
     return import_object(entrypoint).parameters.model_dump_for_openapi()
 
 
-def flow_run_job_variables(pipeline: EvePipeline) -> dict[str, Any]:
-    """Per-deployment job variables. Kubernetes and docker pools run each flow in a container of
-    its own: it needs the eveflow image, and on kubernetes the destination Secret (as ``envFrom``,
-    see ``pools``; a docker pool's template passes the worker's database variables on by
-    reference), on docker the pool's ``networks`` and ``volumes``. Process pools run flows inside
-    the worker, which already has all of it."""
+def flow_run_job_variables(pipeline: EvePipeline, namespace: str) -> dict[str, Any]:
+    """Per-deployment job variables: everything about a flow run that is this pipeline's own. They
+    override the pool template's defaults for this deployment only, so pipelines sharing a pool
+    each get their own (the pool's template holds only eveflow's common structure, see ``pools``).
+
+    ``spec.workPool.jobVariables`` (checked against the pool type's template), then on kubernetes
+    the jobs namespace (``namespace``, the pipeline's, unless ``spec.workPool.kubernetes`` names
+    one), TTL and pull policy, the eveflow image and the destination Secret (``envFrom``); on docker
+    the image and the entrypoint kept in ``container_create_kwargs``; ``env`` stays on a docker
+    pool (see ``pools._with_docker_env``). Process pools run flows inside the worker, which already
+    has the image and the destination.
+    """
     spec = pipeline.spec
-    if spec.work_pool.type == "process":
-        return {}
+    pool = spec.work_pool
+    known = build_base_job_template(pool.type)["variables"]["properties"]
+    unknown = sorted(k for k in pool.job_variables if k not in known)
+    if unknown:
+        raise PrefectRejected(
+            f"spec.workPool.jobVariables: {', '.join(unknown)} not variables of the {pool.type} pool's job "
+            f"template; known: {', '.join(sorted(known))}"
+        )
     variables: dict[str, Any] = {}
+    if pool.type == "kubernetes":
+        k8s = pool.kubernetes
+        variables["namespace"] = k8s.namespace if k8s and k8s.namespace else namespace
+        if k8s is None or k8s.finished_job_ttl_seconds is not None:
+            variables["finished_job_ttl"] = k8s.finished_job_ttl_seconds if k8s else 3600
+        if k8s is not None:
+            variables["image_pull_policy"] = k8s.image_pull_policy
+    variables.update(pool.job_variables)
+    if pool.type == "process":
+        return variables
     if spec.worker.image:
         variables["image"] = spec.worker.image
-    if spec.work_pool.type == "kubernetes" and spec.destination.secret_ref:
+    if pool.type == "kubernetes" and spec.destination.secret_ref:
         variables["env_from"] = [{"secretRef": {"name": spec.destination.secret_ref}}]
-    if spec.work_pool.type == "docker":
-        # They name things on the worker's host (e.g. a compose project's network): the pipeline's
-        # deployments carry their own, whatever another pipeline sharing the pool set last.
-        for name in DOCKER_HOST_VARIABLES:
-            if spec.work_pool.job_variables.get(name):
-                variables[name] = spec.work_pool.job_variables[name]
+    if pool.type == "docker":
+        if not variables.get("image"):
+            raise PrefectRejected(
+                "spec.worker.image: a docker pool runs each flow in a container of this image, and Prefect's "
+                "default image has no eveflow in it; set spec.worker.image (or spec.workPool.jobVariables.image)"
+            )
+        variables.pop("env", None)
+        if variables.get("container_create_kwargs"):  # replaces the pool's, which has the entrypoint
+            variables["container_create_kwargs"] = {"entrypoint": list(FLOW_RUN_ENTRYPOINT),
+                                                    **variables["container_create_kwargs"]}
     return variables
 
 
@@ -87,7 +112,7 @@ def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDe
         "tags": tags,
         "paused": spec.suspend,
         "enforce_parameter_schema": True,
-        "job_variables": flow_run_job_variables(pipeline),
+        "job_variables": flow_run_job_variables(pipeline, namespace),
         "path": None,
         "pull_steps": None,
         "description": f"Managed by eveflow from EvePipeline {namespace}/{pipeline.name}: "

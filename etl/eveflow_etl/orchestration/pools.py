@@ -2,9 +2,11 @@
 
 A pool eveflow creates is marked in its description (:data:`MANAGED_MARKER`, naming the pipeline
 that created it); only such a pool is ever deleted, and only when no deployment uses it. A pool
-with the same name and type is adopted (its queues and limit are brought to the spec; its job
-template when the spec customises it, eveflow created the pool, or the flows run in containers
-that need eveflow's template). A limit removed from the spec is cleared only by the creator.
+with the same name and type is adopted (its queues and limit are brought to the spec; kubernetes
+and docker pools get the structure of eveflow's job template). The template never holds what
+differs between pipelines (jobs namespace, TTL, image, job variables): the deployments carry that,
+so any number of pipelines share a pool without rewriting it. A limit removed from the spec is
+cleared only by the creator.
 """
 
 from __future__ import annotations
@@ -83,39 +85,60 @@ def docker_destination_env() -> dict[str, str]:
     return {name: "{{ $" + name + " }}" for name in DOCKER_DESTINATION_VARIABLES}
 
 
-def build_base_job_template(pipeline: EvePipeline, namespace: str) -> dict[str, Any]:
-    """The type's default template with ``spec.workPool.jobVariables`` (and kubernetes settings,
-    or the docker destination references) set as the variables' defaults. Pure apart from
-    reading the installed default."""
-    pool = pipeline.spec.work_pool
-    template = default_base_job_template(pool.type)
+def build_base_job_template(pool_type: str, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``base`` (default: the type's default template) with what every eveflow pipeline's flow runs
+    need, the same for all of them: on kubernetes the ``env_from`` variable and the container's
+    entrypoint, on docker the destination references in ``env`` and the entrypoint. Nothing
+    pipeline-specific: that goes in the deployments' job variables (see
+    ``deployments.flow_run_job_variables``), so pipelines sharing a pool agree on its template.
+    Pure apart from reading the installed default."""
+    template = copy.deepcopy(base) if base is not None else default_base_job_template(pool_type)
     properties = template.setdefault("variables", {}).setdefault("properties", {})
-    overrides = dict(pool.job_variables)
-    if pool.type == "docker":
-        if not (pipeline.spec.worker.image or overrides.get("image")):
-            raise PrefectRejected(
-                "spec.worker.image: a docker pool runs each flow in a container of this image, and Prefect's "
-                "default image has no eveflow in it; set spec.worker.image (or spec.workPool.jobVariables.image)"
-            )
-        overrides["env"] = {**docker_destination_env(), **(overrides.get("env") or {})}
-        overrides["container_create_kwargs"] = {"entrypoint": list(FLOW_RUN_ENTRYPOINT),
-                                                **(overrides.get("container_create_kwargs") or {})}
-    if pool.type == "kubernetes":
-        k8s = pool.kubernetes
-        overrides.setdefault("namespace", (k8s.namespace if k8s and k8s.namespace else namespace))
-        if k8s is None or k8s.finished_job_ttl_seconds is not None:
-            overrides.setdefault("finished_job_ttl", k8s.finished_job_ttl_seconds if k8s else 3600)
-        if k8s is not None:
-            overrides.setdefault("image_pull_policy", k8s.image_pull_policy)
-        _add_env_from_variable(template)
-    unknown = sorted(k for k in overrides if k not in properties)
-    if unknown:
+    try:
+        if pool_type == "kubernetes":
+            _add_env_from_variable(template)
+        if pool_type == "docker":
+            env = properties["env"]
+            env["default"] = {**docker_destination_env(), **(env.get("default") or {})}
+            kwargs = properties["container_create_kwargs"]
+            kwargs["default"] = {**(kwargs.get("default") or {}), "entrypoint": list(FLOW_RUN_ENTRYPOINT)}
+    except (KeyError, IndexError, TypeError) as e:
         raise PrefectRejected(
-            f"spec.workPool.jobVariables: {', '.join(unknown)} not variables of the {pool.type} pool's job "
-            f"template; known: {', '.join(sorted(properties))}"
+            f"the {pool_type} pool's base job template lacks {e} that eveflow's flow runs need; restore the "
+            f"type's default template (prefect work-pool get-default-base-job-template --type {pool_type}) "
+            "or choose another spec.workPool.name"
+        ) from None
+    return template
+
+
+def _with_docker_env(template: dict[str, Any], pipeline: EvePipeline, owner: bool) -> dict[str, Any]:
+    """The docker pool's ``env`` default with the pipeline's ``jobVariables.env`` merged in.
+
+    Its entries stay on the pool, not in the deployments: a deployment's ``env`` replaces the pool's
+    whole ``env`` (losing the destination references), and ``{{ $NAME }}`` references in a
+    deployment would be resolved into literals by ``prefect deploy`` from a rendered prefect.yaml.
+    Entries are only added, so pipelines sharing the pool converge; an entry another pipeline set
+    differently is refused (the creator's value wins), since the two would rewrite it every pass.
+    """
+    wanted = pipeline.spec.work_pool.job_variables.get("env") or {}
+    env = template["variables"]["properties"]["env"]
+    current = dict(env.get("default") or {})
+    clashes = sorted(k for k, v in wanted.items() if k in current and current[k] != v)
+    if clashes and not owner:
+        raise PrefectRejected(
+            f"spec.workPool.jobVariables.env: {', '.join(clashes)} already set differently on docker pool "
+            f"'{pipeline.spec.work_pool.name}' by a pipeline sharing it (a docker pool's env is shared by all "
+            "its pipelines); use the same values or another spec.workPool.name"
         )
-    for key, value in overrides.items():
-        properties[key] = {**properties[key], "default": value}
+    env["default"] = {**current, **wanted}
+    return template
+
+
+def new_pool_template(pipeline: EvePipeline) -> dict[str, Any]:
+    """The template eveflow creates the pipeline's pool with."""
+    template = build_base_job_template(pipeline.spec.work_pool.type)
+    if pipeline.spec.work_pool.type == "docker":
+        _with_docker_env(template, pipeline, owner=True)
     return template
 
 
@@ -145,14 +168,13 @@ async def read_pool(api: PrefectApi, name: str) -> dict[str, Any] | None:
 async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, actions: list[str]) -> dict[str, Any]:
     """Create or adopt the pool, then bring its template and limit to the spec. Returns the pool."""
     spec = pipeline.spec.work_pool
-    template = build_base_job_template(pipeline, namespace)
     observed = await read_pool(api, spec.name)
     if observed is None:
         body: dict[str, Any] = {
             "name": spec.name,
             "type": spec.type,
             "description": pool_description(pipeline, namespace),
-            "base_job_template": template,
+            "base_job_template": new_pool_template(pipeline),
         }
         if spec.concurrency_limit is not None:
             body["concurrency_limit"] = spec.concurrency_limit
@@ -174,13 +196,24 @@ async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, ac
             "or choose another spec.workPool.name"
         )
     update: dict[str, Any] = {}
-    # Kubernetes and docker flow runs get the destination only through eveflow's template.
-    manage_template = is_managed(observed) or bool(spec.job_variables) or spec.type in ("kubernetes", "docker")
-    if manage_template and observed.get("base_job_template") != template:
-        update["base_job_template"] = template
+    owner = is_owner(observed, pipeline, namespace)
+    # Kubernetes and docker flow runs get the destination only through eveflow's template. A pool
+    # eveflow created holds nothing else; an adopted one keeps its own defaults, with the structure
+    # added once (pipelines sharing it then find nothing to write).
+    if is_managed(observed) or spec.type in ("kubernetes", "docker"):
+        current = observed.get("base_job_template") or {}
+        template = build_base_job_template(spec.type, None if is_managed(observed) else current)
+        if spec.type == "docker":
+            if is_managed(observed):  # entries other pipelines sharing the pool added stay
+                env = ((current.get("variables") or {}).get("properties") or {}).get("env") or {}
+                template["variables"]["properties"]["env"]["default"] = {
+                    **(env.get("default") or {}), **template["variables"]["properties"]["env"]["default"]}
+            _with_docker_env(template, pipeline, owner)
+        if current != template:
+            update["base_job_template"] = template
     # A limit the spec no longer has is cleared only by the pool's creator: on a shared or adopted
     # pool it may be another pipeline's or a person's.
-    if spec.concurrency_limit is not None or is_owner(observed, pipeline, namespace):
+    if spec.concurrency_limit is not None or owner:
         if observed.get("concurrency_limit") != spec.concurrency_limit:
             update["concurrency_limit"] = spec.concurrency_limit
     if update:
