@@ -31,7 +31,7 @@ from eveflow_operator.labels import owner_selector
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
 from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, jobs_namespace_problem, stale_rbac, wanted_rbac
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import worker_replicas
+from eveflow_operator.worker import worker_name, worker_replicas
 
 # Problems the user must fix in the spec: no retries (PermanentError); a new generation retries.
 PERMANENT = {st.INVALID_SPEC, st.PREFECT_REJECTED}
@@ -188,8 +188,16 @@ class Reconciler:
             parts += [f"deleted {', '.join(deleted)}"] if deleted else []
             events.append(EventSpec("Normal", "Applied", "; ".join(parts)))
 
-        # Not waited for: the Deployment's own events bring WorkerAvailable up (observe_worker).
+        # A fresh rollout is often available within moments: a short look here saves a second
+        # status write; a slower one is left to the Deployment's own events (observe_worker).
         deployment = applied.objects.get("Deployment") or {}
+        if "Deployment/" + worker_name(pipeline) in applied.applied:
+            for _ in range(3):
+                if _available(deployment) >= worker_replicas(pipeline):
+                    break
+                await asyncio.sleep(0.1)
+                deployment = await self.kube.get(object_path(
+                    "apps/v1", "Deployment", namespace, worker_name(pipeline))) or deployment
         desired = worker_replicas(pipeline)
         available = _available(deployment)
         worker = st.WorkerState(desired=desired, available=available)
@@ -247,12 +255,19 @@ class Reconciler:
         """The EvePipeline once kopf has written the last pass's status (kopf writes it after the
         pass returns, unconditionally: changes computed from an older status would be lost)."""
         cr = None
-        for _ in range(50):
+        delay, waited = 0.05, 0.0
+        while True:
             cr = await self.kube.get(path)
             pending = self._unwritten.get(uid)
             if cr is None or pending is None or all((cr.get("status") or {}).get(k) == v for k, v in pending.items()):
                 break
-            await asyncio.sleep(0.1)
+            if waited >= 5.0:
+                break
+            # Backing off: a hundred pipelines rolling out at once must not poll the API server
+            # ten times a second each.
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 1.0)
         # Seen, or kopf's write failed (bounded wait): either way the next pass starts afresh.
         self._unwritten.pop(uid, None)
         return cr
