@@ -191,14 +191,14 @@ class Reconciler:
         # A fresh rollout is often available within moments: a short look here saves a second
         # status write; a slower one is left to the Deployment's own events (observe_worker).
         deployment = applied.objects.get("Deployment") or {}
-        if "Deployment/" + worker_name(pipeline) in applied.applied:
+        desired = worker_replicas(pipeline)
+        name = worker_name(pipeline)
+        if f"Deployment/{name}" in applied.applied:
             for _ in range(3):
-                if _available(deployment) >= worker_replicas(pipeline):
+                if _available(deployment) >= desired:
                     break
                 await asyncio.sleep(0.1)
-                deployment = await self.kube.get(object_path(
-                    "apps/v1", "Deployment", namespace, worker_name(pipeline))) or deployment
-        desired = worker_replicas(pipeline)
+                deployment = await self.kube.get(object_path("apps/v1", "Deployment", namespace, name)) or deployment
         available = _available(deployment)
         worker = st.WorkerState(desired=desired, available=available)
         obs = st.Observation(generation=generation, sync=result, worker=worker, suspended=pipeline.spec.suspend)
