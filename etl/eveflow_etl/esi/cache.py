@@ -177,7 +177,7 @@ def evict(directory: Path, *, max_bytes: int | None = None, older_than: float | 
             except OSError:
                 continue
             if name.startswith("."):
-                if st.st_mtime < now - _STALE_TEMP_SECONDS and _unlink(path):
+                if st.st_mtime < now - _STALE_TEMP_SECONDS and remove_file(path):
                     result.files_removed += 1
                     result.bytes_removed += st.st_size
                 else:
@@ -213,12 +213,13 @@ def evict(directory: Path, *, max_bytes: int | None = None, older_than: float | 
 
 def _remove(paths: list[Path], size: int, result: Eviction) -> None:
     for path in paths:
-        if _unlink(path):
+        if remove_file(path):
             result.files_removed += 1
     result.bytes_removed += size
 
 
-def _unlink(path: Path) -> bool:
+def remove_file(path: Path) -> bool:
+    """Unlink ``path``; False when another process removed it first."""
     try:
         path.unlink()
         return True

@@ -28,9 +28,10 @@ import pandas as pd
 from eveflow_etl.datasets import SourceKind
 from eveflow_etl.errors import SourceError
 from eveflow_etl.esi import EsiClient
+from eveflow_etl.esi.cache import remove_file
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.sources import SourceBatch
-from eveflow_etl.sources.everef_cache import EverefCache, discard
+from eveflow_etl.sources.everef_cache import EverefCache
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _local_copy(client: EsiClient, cache: EverefCache, url: str) -> Iterator[Bin
         if entry is not None:
             entry.handle.close()
         if part is not None:  # failed or abandoned: a broken download never replaces a good copy
-            discard(part)
+            remove_file(part)
 
 
 def _download(client: EsiClient, cache: EverefCache, resp, url: str) -> Path:
@@ -126,7 +127,7 @@ def _download(client: EsiClient, cache: EverefCache, resp, url: str) -> Path:
                 out.write(block)
                 received += len(block)
     except Exception as exc:  # noqa: BLE001 - connection dropped, timed out, disk full: one line
-        discard(part)
+        remove_file(part)
         raise SourceError(f"EVE Ref history file {url} broke off after {received} bytes: "
                           f"{type(exc).__name__}: {exc}; the cached copy, if any, is kept".splitlines()[0]) from None
     finally:

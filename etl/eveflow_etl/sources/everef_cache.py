@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from eveflow_etl.esi.cache import _STALE_TEMP_SECONDS, atomic_write, evict
+from eveflow_etl.esi.cache import _STALE_TEMP_SECONDS, atomic_write, evict, remove_file
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +89,9 @@ class EverefCache:
     def forget(self, url: str) -> None:
         """Drop the cached copy of ``url`` (it turned out unreadable)."""
         stem = self._stem(url)
-        discard(self.directory / f"{stem}.json")
+        remove_file(self.directory / f"{stem}.json")
         for body in self.directory.glob(f"{stem}.*.csv.bz2"):
-            discard(body)
+            remove_file(body)
 
     def new_part(self, url: str) -> tuple[Path, BinaryIO]:
         prefix = f".{self._stem(url)}."
@@ -106,7 +106,7 @@ class EverefCache:
         """Make the fully read download ``part`` the cached copy of ``url`` (or drop it when the
         cache is off or the server gave no validator to revalidate with)."""
         if not self.enabled or not (etag or last_modified):
-            discard(part)
+            remove_file(part)
             return
         stem = self._stem(url)
         version = hashlib.sha256(f"{etag}|{last_modified}".encode()).hexdigest()[:16]
@@ -117,7 +117,7 @@ class EverefCache:
         atomic_write(self.directory / f"{stem}.json", json.dumps(meta).encode())
         for old in self.directory.glob(f"{stem}.*.csv.bz2"):
             if old != body:
-                discard(old)
+                remove_file(old)
         self.enforce_budget()
 
     def enforce_budget(self) -> None:
@@ -131,11 +131,11 @@ class EverefCache:
             try:
                 named.add(json.loads(meta_path.read_text())["body"])
             except (OSError, ValueError, KeyError, TypeError):
-                discard(meta_path)
+                remove_file(meta_path)
         cutoff = time.time() - _STALE_TEMP_SECONDS
         for body in self.directory.glob("*.csv.bz2"):
             if body.name not in named and _mtime(body) < cutoff:
-                discard(body)
+                remove_file(body)
         result = evict(self.directory, max_bytes=self.max_bytes)
         if result.files_removed:
             log.info("EVE Ref cache %s: evicted %d files (%d bytes) to stay within %d bytes",
@@ -147,10 +147,3 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:
         return float("inf")  # gone meanwhile: nothing to discard
-
-
-def discard(path: Path) -> None:
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
