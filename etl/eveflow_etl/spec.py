@@ -149,6 +149,18 @@ class KubernetesPoolSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
+# Job variables the operator sets itself, or that reach beyond the pipeline's own namespace and
+# image (another namespace or cluster, another ServiceAccount, the host): never from jobVariables.
+OPERATOR_CONTROLLED_JOB_VARIABLES: dict[str, dict[str, str]] = {
+    "kubernetes": {"namespace": "spec.workPool.kubernetes.namespace", "image": "spec.worker.image",
+                   "service_account_name": "", "env_from": "spec.destination.secretRef", "command": "",
+                   "cluster_config": ""},
+    "docker": {"image": "spec.worker.image", "command": "", "container_create_kwargs": "", "privileged": "",
+               "volumes": "", "network_mode": ""},
+    "process": {"command": "", "working_dir": ""},
+}
+
+
 def _default_queues() -> list[WorkQueueSpec]:
     return [WorkQueueSpec(name="default", priority=1)]
 
@@ -161,7 +173,9 @@ class WorkPoolSpec(_Model):
     job_variables: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of the defaults in the pool type's base job template "
-        "(e.g. image, env, cpu_request); merged into the type's default template.",
+        "(e.g. env, cpu_request, memory_limit); merged into the type's default template. The variables "
+        "the operator sets (namespace, service_account_name, image, env_from, command, cluster_config; on "
+        "docker also privileged, volumes, network_mode, container_create_kwargs) are refused.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     kubernetes: KubernetesPoolSpec | None = Field(default=None, description="Only for type: kubernetes.")
@@ -170,6 +184,13 @@ class WorkPoolSpec(_Model):
     def _type_specific(self) -> WorkPoolSpec:
         if self.kubernetes is not None and self.type != "kubernetes":
             raise ValueError(f"kubernetes settings need type: kubernetes (this pool is type: {self.type})")
+        controlled = OPERATOR_CONTROLLED_JOB_VARIABLES.get(self.type, {})
+        refused = sorted(k for k in self.job_variables if k in controlled)
+        if refused:
+            fixes = "; ".join(f"{k}: set {controlled[k]} instead" for k in refused if controlled[k])
+            raise ValueError(
+                f"jobVariables {', '.join(refused)}: set by the operator on a {self.type} pool, not overridable"
+                + (f" ({fixes})" if fixes else "") + "; remove them from spec.workPool.jobVariables")
         names = [q.name for q in self.queues]
         if len(set(names)) != len(names):
             raise ValueError(f"queue names must be unique, got {names}")
