@@ -88,3 +88,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- printf "http://%s.%s.svc:%d/api" (include "eveflow.prefectServer.fullname" .) .Release.Namespace (int .Values.prefectServer.service.port) }}
 {{- end }}
 {{- end }}
+
+{{/* The fixed ClusterRole holding the worker's rules; the operator binds it per jobs namespace. */}}
+{{- define "eveflow.workerClusterRoleName" -}}
+{{- printf "%s-worker" (include "eveflow.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
