@@ -249,3 +249,49 @@ def test_a_look_alike_deployment_cannot_mark_the_worker_available(kube) -> None:
     real = {**look_alike, "metadata": {**look_alike["metadata"], "name": f"{NAME}-worker"}}
     written, _ = _drive(kube, real, step="observe_worker")
     assert written is not None and st.get_condition(written["status"], st.WORKER_AVAILABLE)["status"] == "True"
+
+
+# --- 3. what a hostile Prefect URL answers ----------------------------------------------------------------
+
+
+@pytest.fixture
+def hostile_prefect():
+    """A server at a URL the pipeline's author chose: every answer is a 422 whose detail is 100 KB
+    of terminal escapes, fake log lines and a right-to-left override."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    detail = "\x1b[2J\x1b[31mERROR\r\n[kopf] all pipelines deleted\u202e" + "A" * 100_000
+
+    class Hostile(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            body = json.dumps({"detail": detail}).encode()
+            self.send_response(422)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+        def log_message(self, *_: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hostile)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/api"
+    server.shutdown()
+
+
+def test_a_hostile_prefect_answer_reaches_status_and_events_only_as_a_short_clean_excerpt(kube, hostile_prefect) -> None:
+    team = _team(kube)
+    body = _body(team)
+    body["spec"]["prefect"] = {"apiUrl": hostile_prefect}
+    result = _drive(kube, body)
+    assert result.problem is not None and result.problem.reason == st.PREFECT_REJECTED
+    for text in [_message(result)] + [e.message for e in result.events]:
+        assert "ERROR" in text  # an excerpt of what Prefect said is kept ...
+        assert len(text) < 600, len(text)  # ... a short one
+        assert not any(ord(c) < 32 or c in "\x7f\u202e" for c in text), repr(text[:120])
