@@ -97,10 +97,10 @@ def docker_pipeline(name: str, pool: str, job_variables: dict):
 async def test_docker_pipelines_share_a_pool_each_with_its_own_job_variables(prefect_server, prefect_write_counter):
     pool = unique("dshared")
     a = docker_pipeline(unique("da"), pool, {"mem_limit": "1g", "networks": ["net-a"], "env": {"A_ONLY": "1"}})
-    b = docker_pipeline(unique("db"), pool, {"mem_limit": "4g", "networks": ["net-b"], "env": {"B_ONLY": "2"}})
+    b = docker_pipeline(unique("db"), pool, {"mem_limit": "4g", "networks": ["net-b"]})
     conn = PrefectConnection(prefect_write_counter.api_url)
-    first_a = await sync_pipeline(a, conn)
-    first_b = await sync_pipeline(b, conn)  # adds its env entry to the pool's once
+    first_a = await sync_pipeline(a, conn)  # the creator: its env entry goes on the pool
+    first_b = await sync_pipeline(b, conn)
     prefect_write_counter.reset()
     assert ((await sync_pipeline(a, conn)).writes, (await sync_pipeline(b, conn)).writes) == (0, 0), \
         prefect_write_counter.writes
@@ -111,12 +111,14 @@ async def test_docker_pipelines_share_a_pool_each_with_its_own_job_variables(pre
             assert (configuration.mem_limit, configuration.networks) == (mem, [network])
             assert configuration.image == IMAGE
             assert configuration.container_create_kwargs == {"entrypoint": ["/usr/bin/env"]}
-            assert configuration.env["A_ONLY"] == "1" and configuration.env["B_ONLY"] == "2"
+            assert configuration.env["A_ONLY"] == "1"
             assert "PGPASSWORD" in configuration.env  # the destination references stay
 
-    # The pool's env is shared: another value for an entry is refused, not fought over.
-    clash = docker_pipeline(unique("dc"), pool, {"env": {"A_ONLY": "other"}})
-    with pytest.raises(PrefectRejected, match=r"jobVariables.env: A_ONLY"):
-        await sync_pipeline(clash, conn)
+    # The pool's env reaches every run of the pool: a pipeline that did not create it sets none
+    # (issue 12), whether the entry is new or set differently.
+    for env in ({"A_ONLY": "other"}, {"B_ONLY": "2"}):
+        sharer = docker_pipeline(unique("dc"), pool, {"env": env})
+        with pytest.raises(PrefectRejected, match=rf"jobVariables.env: {next(iter(env))}"):
+            await sync_pipeline(sharer, conn)
     await delete_pipeline(b, conn)
     await delete_pipeline(a, conn)
