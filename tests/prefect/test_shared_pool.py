@@ -49,7 +49,7 @@ async def test_kubernetes_pipelines_share_a_pool_each_with_its_own_namespace_and
         prefect_server, prefect_write_counter):
     pool = unique("shared")
     a = k8s_pipeline(unique("a"), pool, "jobs-a", 600, "secret-a", {"cpu_request": "500m"})
-    b = k8s_pipeline(unique("b"), pool, "jobs-b", 7200, "secret-b", {"memory_limit": "2Gi"})
+    b = k8s_pipeline(unique("b"), pool, "jobs-b", 7200, "secret-b", {"memory_limit": "3Gi"})
     conn = PrefectConnection(prefect_write_counter.api_url)
     first_a = await sync_pipeline(a, conn, namespace="team-a")
     first_b = await sync_pipeline(b, conn, namespace="team-b")
@@ -65,7 +65,8 @@ async def test_kubernetes_pipelines_share_a_pool_each_with_its_own_namespace_and
         properties = client.get(f"work_pools/{pool}").json()["base_job_template"]["variables"]["properties"]
     assert properties["namespace"]["default"] == "default"  # Prefect's own: no pipeline's
     assert properties["finished_job_ttl"].get("default") is None
-    assert properties["cpu_request"].get("default") is None and properties["memory_limit"].get("default") is None
+    # eveflow's defaults for every flow run (issue 12), the same for all pipelines sharing the pool.
+    assert (properties["cpu_request"]["default"], properties["memory_limit"]["default"]) == ("250m", "2Gi")
 
     for result, jobs_namespace, ttl, secret in ((first_a, "jobs-a", 600, "secret-a"),
                                                 (first_b, "jobs-b", 7200, "secret-b")):
@@ -79,10 +80,11 @@ async def test_kubernetes_pipelines_share_a_pool_each_with_its_own_namespace_and
             assert container["envFrom"] == [{"secretRef": {"name": secret}}]
             assert container["image"] == IMAGE and container["command"] == ["/usr/bin/env"]
             resources = container.get("resources") or {}
-            if jobs_namespace == "jobs-a":
-                assert resources["requests"] == {"cpu": "500m"} and not resources.get("limits"), resources
+            if jobs_namespace == "jobs-a":  # its own cpu request, eveflow's defaults for the rest
+                assert resources == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
             else:
-                assert resources["limits"] == {"memory": "2Gi"} and not resources.get("requests"), resources
+                expected = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "3Gi"}}
+                assert resources == expected, resources
     await delete_pipeline(b, conn, namespace="team-b")
     await delete_pipeline(a, conn, namespace="team-a")
 

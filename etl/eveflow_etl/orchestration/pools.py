@@ -56,12 +56,25 @@ def default_base_job_template(pool_type: str) -> dict[str, Any]:
     raise PrefectRejected(f"spec.workPool.type '{pool_type}': Prefect knows no default job template for it")
 
 
+# What every eveflow container runs with: the "restricted" Pod Security Standard.
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+# (volume, size limit, mount path): where an eveflow process writes with a read-only root
+# filesystem -- /tmp (PREFECT_HOME, XDG_CACHE_HOME in the image) and EVEFLOW_DATA_DIR's default.
+WRITABLE_DIRS = (("tmp", "1Gi", "/tmp"), ("data", "4Gi", "/home/eveflow/.eveflow"))
+# A flow-run Job's resources when the pipeline's jobVariables do not set them (the worker's defaults).
+JOB_RESOURCE_DEFAULTS = {"cpu_request": "250m", "memory_request": "512Mi", "memory_limit": "2Gi"}
+
+
 def _add_env_from_variable(template: dict[str, Any]) -> None:
     """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``,
     and the container the entrypoint that runs Prefect's command.
 
     Prefect's default template only has ``env`` (literal values); flow-run Jobs need the
-    destination's credentials, which must come from a Secret reference, never a literal.
+    destination's credentials, which must come from a Secret reference, never a literal. The pod
+    also gets the restricted security context, writable volumes and default resources.
     """
     template["variables"]["properties"]["env_from"] = {
         "title": "Environment from Secrets",
@@ -70,9 +83,20 @@ def _add_env_from_variable(template: dict[str, Any]) -> None:
         "items": {"type": "object"},
         "default": [],
     }
-    containers = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    containers = pod["containers"]
     containers[0]["envFrom"] = "{{ env_from }}"
     containers[0]["command"] = list(FLOW_RUN_ENTRYPOINT)
+    # The restricted Pod Security Standard, and no API token: a flow run only talks to Prefect
+    # and the destination. The image's user is non-root (10001); its writable places are volumes.
+    pod["automountServiceAccountToken"] = False
+    pod["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    pod["volumes"] = [{"name": name, "emptyDir": {"sizeLimit": size}} for name, size, _ in WRITABLE_DIRS]
+    containers[0]["securityContext"] = dict(CONTAINER_SECURITY_CONTEXT)
+    containers[0]["volumeMounts"] = [{"name": name, "mountPath": path} for name, _, path in WRITABLE_DIRS]
+    # Requests and limits unless the pipeline's jobVariables set them (cpu_request, memory_limit, …).
+    for variable, default in JOB_RESOURCE_DEFAULTS.items():
+        template["variables"]["properties"][variable]["default"] = default
 
 
 def docker_destination_env() -> dict[str, str]:
