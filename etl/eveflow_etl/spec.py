@@ -156,7 +156,7 @@ OPERATOR_CONTROLLED_JOB_VARIABLES: dict[str, dict[str, str]] = {
                    "service_account_name": "", "env_from": "spec.destination.secretRef", "command": "",
                    "cluster_config": ""},
     "docker": {"image": "spec.worker.image", "command": "", "container_create_kwargs": "", "privileged": "",
-               "volumes": "", "network_mode": ""},
+               "network_mode": ""},
     "process": {"command": "", "working_dir": ""},
 }
 
@@ -175,7 +175,7 @@ class WorkPoolSpec(_Model):
         description="Overrides of the defaults in the pool type's base job template "
         "(e.g. env, cpu_request, memory_limit); merged into the type's default template. The variables "
         "the operator sets (namespace, service_account_name, image, env_from, command, cluster_config; on "
-        "docker also privileged, volumes, network_mode, container_create_kwargs) are refused.",
+        "docker also privileged, network_mode, container_create_kwargs, host-path volumes) are refused.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     kubernetes: KubernetesPoolSpec | None = Field(default=None, description="Only for type: kubernetes.")
@@ -191,6 +191,13 @@ class WorkPoolSpec(_Model):
             raise ValueError(
                 f"jobVariables {', '.join(refused)}: set by the operator on a {self.type} pool, not overridable"
                 + (f" ({fixes})" if fixes else "") + "; remove them from spec.workPool.jobVariables")
+        if self.type == "docker":
+            # Named volumes only: a host path ("/:/host", "/var/run/docker.sock:…") is the docker host.
+            volumes = self.job_variables.get("volumes") or []
+            host = [v for v in volumes if not isinstance(v, str) or v.startswith(("/", ".", "~")) or ":" not in v]
+            if host:
+                raise ValueError(f"jobVariables volumes {host}: only named volumes ('<volume>:<path>') are allowed, "
+                                 "not host paths; use a named volume")
         names = [q.name for q in self.queues]
         if len(set(names)) != len(names):
             raise ValueError(f"queue names must be unique, got {names}")

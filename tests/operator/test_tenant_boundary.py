@@ -147,6 +147,7 @@ def test_job_variables_cannot_override_what_the_operator_sets() -> None:
                              ("kubernetes", "command", ["sh", "-c", "curl evil"]),
                              ("docker", "privileged", True),
                              ("docker", "volumes", ["/:/host"]),
+                             ("docker", "network_mode", "host"),
                              ("process", "command", "sh -c 'curl evil'")):
         doc = _body("team-a")
         doc["spec"]["workPool"] = {"name": "p", "type": pool, "jobVariables": {key: value}}
