@@ -134,7 +134,8 @@ def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDe
             flow_name=ETL_FLOW_NAME,
             body={**common, "entrypoint": ETL_ENTRYPOINT, "parameters": etl_parameters,
                   "parameter_openapi_schema": flow_parameter_schema(ETL_ENTRYPOINT)},
-            schedules=[cron_schedule(s.slug, s.cron, s.timezone, s.parameters, s.active) for s in spec.schedules],
+            schedules=[cron_schedule(s.slug, s.cron, s.timezone, s.parameters.model_dump(exclude_none=True),
+                                     s.active) for s in spec.schedules],
         )
     ]
     if spec.maintenance.enabled:
