@@ -179,7 +179,7 @@ def test_prefect_credentials_only_come_from_secrets(helm: Helm) -> None:
     assert not by_kind(manifests, "Secret")
     server = one(manifests, "Deployment", f"{RELEASE}-prefect-server")
     ref = _env(server["spec"]["template"]["spec"]["containers"][0])["PREFECT_SERVER_API_AUTH_STRING"]
-    assert ref["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "auth-string", "optional": True}
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "auth-string"}  # required
     # Inline values: the chart creates the Secret, and both the operator and the server read it.
     manifests = _render(helm, ROOT / "tests/chart/values/bundled-prefect.yaml")
     secret = one(manifests, "Secret")

@@ -47,11 +47,15 @@ def restricted_violations(pod: dict[str, Any]) -> list[str]:
     return problems
 
 
-def _job_pod(pipeline, job_variables: dict | None = None) -> dict:
+def _job_pod_template(pipeline, job_variables: dict | None = None) -> dict:
     template = new_pool_template(pipeline)
     defaults = {k: v.get("default") for k, v in template["variables"]["properties"].items()}
     values = {**defaults, **flow_run_job_variables(pipeline, "team-a"), **(job_variables or {})}
-    return apply_values(template["job_configuration"], values)["job_manifest"]["spec"]["template"]["spec"]
+    return apply_values(template["job_configuration"], values)["job_manifest"]["spec"]["template"]
+
+
+def _job_pod(pipeline, job_variables: dict | None = None) -> dict:
+    return _job_pod_template(pipeline, job_variables)["spec"]
 
 
 def test_a_flow_run_job_pod_is_restricted_and_has_no_api_token() -> None:
@@ -60,6 +64,8 @@ def test_a_flow_run_job_pod_is_restricted_and_has_no_api_token() -> None:
     assert pod["automountServiceAccountToken"] is False
     mounts = {m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
     assert {"/tmp", "/home/eveflow/.eveflow"} <= mounts  # where Prefect and eveflow write
+    # The label the bundled Prefect server's NetworkPolicy admits (charts/eveflow prefect-server.yaml).
+    assert _job_pod_template(load_pipeline(KUBERNETES))["metadata"]["labels"]["eveflow.dev/flow-run"] == "true"
 
 
 def test_flow_run_resources_come_from_job_variables_with_defaults() -> None:

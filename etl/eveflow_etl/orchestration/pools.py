@@ -56,6 +56,7 @@ def default_base_job_template(pool_type: str) -> dict[str, Any]:
     raise PrefectRejected(f"spec.workPool.type '{pool_type}': Prefect knows no default job template for it")
 
 
+FLOW_RUN_POD_LABEL = "eveflow.dev/flow-run"
 # What every eveflow container runs with: the "restricted" Pod Security Standard.
 CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
@@ -83,7 +84,10 @@ def _add_env_from_variable(template: dict[str, Any]) -> None:
         "items": {"type": "object"},
         "default": [],
     }
-    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    pod_template = template["job_configuration"]["job_manifest"]["spec"]["template"]
+    # What the bundled Prefect server's NetworkPolicy admits (the chart's prefect-server.yaml).
+    pod_template.setdefault("metadata", {}).setdefault("labels", {})[FLOW_RUN_POD_LABEL] = "true"
+    pod = pod_template["spec"]
     containers = pod["containers"]
     containers[0]["envFrom"] = "{{ env_from }}"
     containers[0]["command"] = list(FLOW_RUN_ENTRYPOINT)
