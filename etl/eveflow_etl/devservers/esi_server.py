@@ -133,6 +133,13 @@ class _Handlers:
         headers = dict(reply.headers)
         if body:
             headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        for name, value in ((fault.headers or {}) if fault else {}).items():
+            headers.pop(name, None)
+            if value is not None:
+                headers[name] = value
+        if fault and fault.body_bytes and body:
+            body = body + b" " * max(0, fault.body_bytes - len(body))
+            headers.pop("Content-Length", None)
         if fault and fault.truncate == "json" and body:
             body = body[: len(body) // 2]
         if fault and fault.truncate == "connection" and body:
