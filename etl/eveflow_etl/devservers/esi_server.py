@@ -142,6 +142,16 @@ class _Handlers:
             headers.pop("Content-Length", None)
         if fault and fault.truncate == "json" and body:
             body = body[: len(body) // 2]
+        if fault and fault.trickle and body:
+            resp = web.StreamResponse(status=reply.status, headers=headers)
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            step = -(-len(body) // 10)
+            for start in range(0, len(body), step):
+                await resp.write(body[start:start + step])
+                await asyncio.sleep(fault.trickle)
+            await resp.write_eof()
+            return resp
         if fault and fault.truncate == "connection" and body:
             resp = web.StreamResponse(status=reply.status, headers=headers)
             resp.content_length = len(body)
