@@ -23,6 +23,7 @@ from eveflow_etl.datasets import Dataset, SourceKind
 from eveflow_etl.destinations import connect, describe, one_line
 from eveflow_etl.errors import DestinationError, EveflowError, SourceError
 from eveflow_etl.load.ddl import Target, ensure_tables, spec_for
+from eveflow_etl.load.gate import CommitGate
 from eveflow_etl.load.ledger import finish_run, start_run, write_quarantine
 from eveflow_etl.load.orders import check_close_share, load_snapshot, snapshot_ids, stage_seen_ids
 from eveflow_etl.load.spool import Spool
@@ -83,14 +84,14 @@ def run_etl(
     progress: Progress | None = None,
     day=None,
     batches: Iterable | None = None,
-    deadline: float | None = None,
+    gate: CommitGate | None = None,
 ) -> RunReport:
     """Pull ``source`` for ``regions`` (and ``types``), validate, and upsert into ``schema.table``.
 
     ``destination`` is a libpq conninfo/DSN (see ``destinations.resolve_dsn``). ``batches``
     replaces the real source with any iterable of ``SourceBatch`` (tests, benchmarks).
-    ``deadline`` (``time.monotonic()`` value): past it nothing more is committed (the caller has
-    stopped waiting; see :class:`RunAbandoned`).
+    ``gate``: once the caller closes it (it stopped waiting: time budget), nothing more is
+    committed (:class:`~eveflow_etl.load.gate.RunAbandoned`).
     Raises ConfigError for bad names (before any SQL), SourceError / DestinationError on failure;
     the ledger row is written in every case.
     """
@@ -124,16 +125,15 @@ def run_etl(
                 raise SourceError(f"orders snapshot of region {int(batch.region_id)} is incomplete: nothing loaded")
             spool.add(batch)
             pulled += len(batch.frame)
-        _check_deadline(deadline, run_id)
         # 2. One short transaction per batch (a region, or a chunk of a region's days); the
         #    ledger row is updated in the same transaction, so it counts exactly what is committed.
         with connect(destination, settings=settings) as conn:
             if dataset is Dataset.ORDERS:
                 _check_close_shares(conn, target, spool, settings)
+            gate = gate or CommitGate()
             for batch in spool:
-                with conn.transaction():
+                with gate.commit(f"run {run_id}"), conn.transaction():
                     counts = _load_batch(conn, target, dataset, batch, run_id, settings)
-                    _check_deadline(deadline, run_id)
                     committed = Counts(**asdict(report.totals))
                     committed.add(counts)
                     notes = report.notes + [n for n in getattr(batch, "notes", ()) if n not in report.notes]
@@ -167,17 +167,6 @@ def run_etl(
     finally:
         spool.close()
     return report
-
-
-class RunAbandoned(EveflowError):
-    """The run's caller stopped waiting for it (time budget): nothing more may be committed."""
-
-
-def _check_deadline(deadline: float | None, run_id: str) -> None:
-    # Called inside each load transaction before its commit: a region thread the flow left
-    # behind at its time budget rolls back instead of committing after the run was reported.
-    if deadline is not None and time.monotonic() >= deadline:
-        raise RunAbandoned(f"run {run_id} passed its time budget; the rest was rolled back, not committed")
 
 
 def _committed(report: RunReport, batch, counts: Counts, notes: list[str], progress: Progress | None) -> None:

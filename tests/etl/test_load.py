@@ -272,3 +272,42 @@ def test_destination_profiles():
         resolve_dsn("snowflake", None, SETTINGS, {k: v for k, v in env.items() if "PASSWORD" not in k})
     with pytest.raises(ConfigError, match="unknown --profile"):
         resolve_dsn("oracle", None, SETTINGS)
+
+
+def test_a_run_abandoned_at_its_budget_never_commits_after_it_is_reported(pg_dsn):
+    """Issue 13 item 4: the flow closes the gate, then reports the region timed out; a region
+    thread still running (here: its source still pulling) must not commit anything afterwards."""
+    from eveflow_etl.load.gate import CommitGate, RunAbandoned
+
+    gate = CommitGate()
+
+    def batches():
+        yield Batch("esi-history", 10000002, history_frame(500))
+        gate.close()  # the flow gave up on this region while it was still pulling
+        yield Batch("esi-history", 10000002, history_frame(500, seed=2).assign(type_id=lambda f: f.type_id + 50))
+
+    with pytest.raises(RunAbandoned):
+        run_etl("esi-history", [10000002], None, pg_dsn, schema="eve", settings=SETTINGS, batches=batches(), gate=gate)
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 0
+    assert _ledger(pg_dsn)[:3] == ("failed", 1000, 0)
+
+
+def test_closing_the_gate_waits_for_a_commit_in_progress():
+    from eveflow_etl.load.gate import CommitGate, RunAbandoned
+
+    gate, inside, order = CommitGate(), threading.Event(), []
+
+    def committer():
+        with gate.commit("run"):
+            inside.set()
+            threading.Event().wait(0.1)  # a commit taking a moment; close() must wait for it
+            order.append("committed")
+    thread = threading.Thread(target=committer)
+    thread.start()
+    inside.wait()
+    gate.close()
+    order.append("closed")
+    thread.join()
+    assert order == ["committed", "closed"]
+    with pytest.raises(RunAbandoned), gate.commit("run"):
+        pass
