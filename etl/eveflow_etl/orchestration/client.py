@@ -51,10 +51,13 @@ class PrefectApi:
     ``…/count`` POSTs, which go through :meth:`query`.
     """
 
-    def __init__(self, conn: PrefectConnection, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    def __init__(self, conn: PrefectConnection, *, timeout: httpx.Timeout | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.conn = conn
         self.writes = 0
+        if timeout is None:
+            seconds = conn.timeout_seconds
+            timeout = DEFAULT_TIMEOUT if seconds is None else httpx.Timeout(seconds, connect=min(5.0, seconds))
         self._http = httpx.AsyncClient(
             base_url=conn.api_url.rstrip("/") + "/",
             headers={**auth_headers(conn), "Accept": "application/json"},
