@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from typing import Any
 
 import httpx
@@ -25,6 +26,7 @@ from eveflow_etl.orchestration.types import (
     PrefectConnection,
     PrefectRejected,
     PrefectUnavailable,
+    redact_url,
 )
 
 log = logging.getLogger(__name__)
@@ -112,8 +114,10 @@ class PrefectApi:
         except httpx.TimeoutException:
             raise PrefectUnavailable(f"Prefect API at {where} did not answer in time ({method} {path})") from None
         except httpx.HTTPError as exc:
+            # httpx quotes the request URL in some errors: never the raw one (it may hold a password).
+            detail = str(exc).replace(self.conn.api_url, where) if str(exc) else "no answer"
             raise PrefectUnavailable(
-                f"Prefect API at {where} is unreachable ({type(exc).__name__}: {exc or 'no answer'}); "
+                f"Prefect API at {where} is unreachable ({type(exc).__name__}: {_redact_urls(detail)}); "
                 "check the URL and that the server is running"
             ) from None
         status = response.status_code
@@ -130,7 +134,7 @@ class PrefectApi:
             raise PrefectUnavailable(f"Prefect API at {where} failed with HTTP {status} on {method} {path}: {_detail(response)}")
         if 300 <= status < 400:  # a wrong path; Prefect's routes do not redirect
             raise PrefectRejected(f"Prefect answered {method} {path} with a redirect (HTTP {status}) to "
-                                  f"{response.headers.get('location')}: is {where} the API URL?")
+                                  f"{_redact_urls(response.headers.get('location') or '')}: is {where} the API URL?")
         if status == 409:
             raise PrefectConflict(f"Prefect answered {method} {path} with a conflict (HTTP 409): {_detail(response)}")
         if status >= 400:
@@ -158,3 +162,8 @@ def _detail(response: httpx.Response) -> str:
             )[:1000]
         return str(detail)[:1000]
     return str(body)[:300]
+
+
+def _redact_urls(text: str) -> str:
+    """Every URL in ``text`` through :func:`redact_url` (credentials and query values hidden)."""
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+", lambda m: redact_url(m.group(0)), text)
