@@ -214,13 +214,15 @@ def eve_maintenance(
     retention_days: int = 30,
     cache_max_age_days: int = 7,
     pipeline_name: str = "adhoc",
+    closed_order_retention_days: int = 90,
 ) -> dict[str, int]:
-    """Prune quarantine and ledger rows older than ``retention_days``, ANALYZE, trim the ESI cache."""
+    """Prune quarantine and ledger rows older than ``retention_days`` and orders closed more than
+    ``closed_order_retention_days`` ago, ANALYZE, trim the ESI cache."""
     from eveflow_etl.orchestration.maintenance import run_maintenance
 
     result = run_maintenance(destination=destination, schema=db_schema, table=table, source=source,
                              retention_days=retention_days, cache_max_age_days=cache_max_age_days,
-                             pipeline_name=pipeline_name)
+                             pipeline_name=pipeline_name, closed_order_retention_days=closed_order_retention_days)
     get_run_logger().info("maintenance: %s", ", ".join(f"{k}={v}" for k, v in result.items()))
     return result
 
