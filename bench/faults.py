@@ -3,8 +3,9 @@
     python bench/faults.py [--only NAME ...] [--list]
 
 Real parts: the local ESI / Mokaam / EVE Ref server (its fault knobs), a real PostgreSQL cluster
-(system ``initdb``/``pg_ctl``, so it can be restarted mid-run; the embedded server otherwise) and
-the real ``eveflow`` CLI for the worker that is killed mid-run.
+(system ``initdb``/``pg_ctl``, so it can be restarted mid-run; the embedded server otherwise),
+the real ``eveflow`` CLI for the worker that is killed mid-run, and a real ``prefect server``
+behind a fault proxy for the Prefect scenarios (``faults_prefect.py``).
 
 Each scenario runs on two fresh databases in lockstep: ``got`` takes a clean baseline load, then
 the faulted run (which may fail: that is allowed), then retries as a scheduler would, with the
@@ -35,6 +36,7 @@ from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "etl"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
@@ -430,6 +432,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", help="scenario names to run")
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--no-prefect", action="store_true", help="skip the Prefect scenarios (no prefect server)")
     args = parser.parse_args()
     pg = Postgres()
     base = Path(tempfile.mkdtemp(prefix="eveflow-faults-"))
@@ -437,7 +440,9 @@ def main() -> None:
     try:
         chosen = [s for s in scenarios(pg) if not args.only or s.name in args.only]
         if args.list:
-            for s in chosen:
+            import faults_prefect
+
+            for s in [*chosen, *faults_prefect.SCENARIOS]:
                 print(f"{s.name}: {s.what}")
             return
         self_check(pg, base)
@@ -450,6 +455,20 @@ def main() -> None:
             results.append(outcome)
             print(f"{'PASS' if outcome.passed else 'FAIL'} {sc.name} ({time.monotonic() - started:.1f}s) "
                   f"lost={outcome.lost} duplicated={outcome.duplicated} — {sc.what}: {outcome.detail}", flush=True)
+        if not args.no_prefect:
+            import faults_prefect
+
+            def report(name, what, ok, lost, dup, detail, seconds):
+                if args.only and name not in args.only:
+                    return
+                results.append(Outcome(name, ok, lost, dup, detail))
+                print(f"{'PASS' if ok else 'FAIL'} {name} ({seconds:.1f}s) lost={lost} duplicated={dup} — "
+                      f"{what}: {detail}", flush=True)
+
+            wanted = [s for s in faults_prefect.SCENARIOS if not args.only or s.name in args.only]
+            if wanted:
+                faults_prefect.SCENARIOS[:] = wanted
+                faults_prefect.run_all(base, report)
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)
