@@ -4,8 +4,9 @@
 
 Real parts: the local ESI / Mokaam / EVE Ref server (its fault knobs), a real PostgreSQL cluster
 (system ``initdb``/``pg_ctl``, so it can be restarted mid-run; the embedded server otherwise),
-the real ``eveflow`` CLI for the worker that is killed mid-run, and a real ``prefect server``
-behind a fault proxy for the Prefect scenarios (``faults_prefect.py``).
+the real ``eveflow`` CLI for the worker that is killed mid-run, a real ``prefect server``
+behind a fault proxy for the Prefect scenarios (``faults_prefect.py``), and the real ``eveflow
+operator`` against the Kubernetes API emulator with its fault knobs (``faults_kube.py``).
 
 Each scenario runs on two fresh databases in lockstep: ``got`` takes a clean baseline load, then
 the faulted run (which may fail: that is allowed), then retries as a scheduler would, with the
@@ -442,7 +443,9 @@ def main() -> None:
         if args.list:
             import faults_prefect
 
-            for s in [*chosen, *faults_prefect.SCENARIOS]:
+            import faults_kube
+
+            for s in [*chosen, *faults_prefect.SCENARIOS, *faults_kube.SCENARIOS]:
                 print(f"{s.name}: {s.what}")
             return
         self_check(pg, base)
@@ -465,10 +468,14 @@ def main() -> None:
                 print(f"{'PASS' if ok else 'FAIL'} {name} ({seconds:.1f}s) lost={lost} duplicated={dup} — "
                       f"{what}: {detail}", flush=True)
 
+            import faults_kube
+
             wanted = [s for s in faults_prefect.SCENARIOS if not args.only or s.name in args.only]
-            if wanted:
+            kube_wanted = [s for s in faults_kube.SCENARIOS if not args.only or s.name in args.only]
+            if wanted or kube_wanted:
                 faults_prefect.SCENARIOS[:] = wanted
-                faults_prefect.run_all(base, report)
+                faults_prefect.run_all(base, report, after=lambda url: faults_kube.run_all(
+                    base, url, report, args.only) if kube_wanted else None)
     finally:
         pg.stop()
         shutil.rmtree(base, ignore_errors=True)

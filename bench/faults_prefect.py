@@ -186,13 +186,16 @@ SCENARIOS = [
 ]
 
 
-def run_all(base: Path, report) -> None:
+def run_all(base: Path, report, after=None) -> None:
     """Start a Prefect server, run every scenario, hand each outcome to ``report(name, what, ok,
-    lost, duplicated, detail)``."""
+    lost, duplicated, detail)``; then ``after(prefect_api_url)`` (the Kubernetes scenarios)."""
     server = start_prefect_server(base / "prefect-home", ui=False,
                                   extra_env={"PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "60"})
     proxy = FaultProxy(server.api_url)
     try:
+        if after is not None and not SCENARIOS:
+            after(server.api_url)
+            return
         for sc in SCENARIOS:
             started = time.monotonic()
             notes: list[str] = []
@@ -204,6 +207,8 @@ def run_all(base: Path, report) -> None:
                 proxy.clear()
             report(sc.name, sc.what, ok, lost, dup, f"{detail}" + "".join(f"; {n}" for n in notes),
                    time.monotonic() - started)
+        if after is not None:
+            after(server.api_url)
     finally:
         proxy.close()
         server.stop()
