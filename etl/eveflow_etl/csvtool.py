@@ -11,7 +11,7 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Iterator, Sequence
 
 import pandas as pd
 import psycopg
@@ -88,9 +88,31 @@ def _copy_in(conn, table: sql.Composable, header: list[str], path: Path) -> int:
     )
     with conn.cursor() as cur:
         with cur.copy(stmt) as copy, path.open("rb") as fh:
-            while block := fh.read(_BLOCK):
+            for block in _without_end_marker(fh):
                 copy.write(block)
         return cur.rowcount
+
+
+def _without_end_marker(fh) -> Iterator[bytes]:
+    r"""The file in blocks, with each line that is exactly ``\.`` (outside a quoted field) quoted.
+
+    COPY … FROM STDIN takes an unquoted ``\.`` line as the end of the data and silently drops
+    every row after it; quoted, it is the same value (``\.``) and nothing is lost."""
+    in_quote = False
+    parts: list[bytes] = []
+    size = 0
+    for line in fh:
+        if not in_quote and line.rstrip(b"\r\n") == b"\\.":
+            line = b'"\\."' + line[2:]
+        if line.count(b'"') % 2:
+            in_quote = not in_quote
+        parts.append(line)
+        size += len(line)
+        if size >= _BLOCK:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
 
 
 def _bad_data(exc: psycopg.Error, path: Path, conninfo: str) -> ConfigError | DestinationError:

@@ -13,6 +13,7 @@ import re
 from typing import Mapping
 
 import psycopg
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eveflow_etl.errors import ConfigError, DestinationError
@@ -106,14 +107,44 @@ def redact_text(text: str, conninfo: str) -> str:
     return text
 
 
-def connect(conninfo: str, *, autocommit: bool = False, connect_timeout: int = 10) -> psycopg.Connection:
-    """Open a connection; failure → DestinationError with one line (where, why; no password)."""
+def connect(conninfo: str, *, autocommit: bool = False, connect_timeout: int = 10,
+            settings: EtlSettings | None = None) -> psycopg.Connection:
+    """Open a connection; failure → DestinationError with one line (where, why; no password).
+
+    Every session gets the bounds of ``settings`` (default: the process's): ``statement_timeout``,
+    ``lock_timeout``, ``idle_in_transaction_session_timeout`` and TCP keepalives (unless the
+    conninfo sets its own), so a stuck statement, a lock queue or a forgotten transaction ends
+    and a dead peer is noticed instead of waited on for hours.
+    """
+    if settings is None:
+        from eveflow_etl.settings import load_settings
+
+        settings = load_settings()
     try:
-        return psycopg.connect(conninfo, autocommit=autocommit, connect_timeout=connect_timeout)
+        given = conninfo_to_dict(conninfo)
+    except psycopg.ProgrammingError:
+        given = {}
+    keepalive = {k: v for k, v in {"keepalives": 1, "keepalives_idle": settings.pg_keepalives_idle_seconds,
+                                    "keepalives_interval": 10, "keepalives_count": 3}.items() if k not in given}
+    try:
+        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout, **keepalive)
     except psycopg.Error as exc:
         raise DestinationError(
             f"cannot connect to PostgreSQL at {describe(conninfo)}: {one_line(exc, conninfo)}"
         ) from None
+    try:
+        for name, seconds in (("statement_timeout", settings.pg_statement_timeout_seconds),
+                              ("lock_timeout", settings.pg_lock_timeout_seconds),
+                              ("idle_in_transaction_session_timeout", settings.pg_idle_in_transaction_timeout_seconds)):
+            conn.execute(sql.SQL("SELECT set_config({}, {}, false)").format(
+                sql.Literal(name), sql.Literal(f"{int(seconds * 1000)}ms")))
+        conn.autocommit = autocommit
+    except psycopg.Error as exc:
+        conn.close()
+        raise DestinationError(
+            f"cannot set up the session at {describe(conninfo)}: {one_line(exc, conninfo)}"
+        ) from None
+    return conn
 
 
 def one_line(exc: BaseException, conninfo: str = "") -> str:

@@ -1,8 +1,11 @@
 """One ETL run: source → validate → load, with a ledger row whatever happens.
 
-``run_etl`` is what the CLI and the Prefect flow call (the flow once per region). A run is one
-database transaction: either every row of the run is loaded (and the ledger says ``succeeded``
-in that same transaction) or none is, and the ledger says ``failed`` with the error.
+``run_etl`` is what the CLI and the Prefect flow call (the flow once per region). A run first
+pulls everything (to a spool on disk; no database session is open meanwhile), then loads it in
+one short transaction per batch (a region's order book, or a chunk of a region's days). Each
+transaction also updates the run's ledger row, so the ledger always counts exactly what is
+committed; a failed run says ``failed`` with the error and the counts of the batches that did
+commit (upserts are idempotent: running again completes it).
 """
 
 from __future__ import annotations
@@ -20,8 +23,10 @@ from eveflow_etl.datasets import Dataset, SourceKind
 from eveflow_etl.destinations import connect, describe, one_line
 from eveflow_etl.errors import DestinationError, EveflowError, SourceError
 from eveflow_etl.load.ddl import Target, ensure_tables, spec_for
+from eveflow_etl.load.gate import CommitGate
 from eveflow_etl.load.ledger import finish_run, start_run, write_quarantine
-from eveflow_etl.load.orders import load_snapshot
+from eveflow_etl.load.orders import check_close_share, load_snapshot, snapshot_ids, stage_seen_ids
+from eveflow_etl.load.spool import Spool
 from eveflow_etl.load.upsert import ChunkUpserter
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.validate import validate
@@ -79,11 +84,14 @@ def run_etl(
     progress: Progress | None = None,
     day=None,
     batches: Iterable | None = None,
+    gate: CommitGate | None = None,
 ) -> RunReport:
     """Pull ``source`` for ``regions`` (and ``types``), validate, and upsert into ``schema.table``.
 
     ``destination`` is a libpq conninfo/DSN (see ``destinations.resolve_dsn``). ``batches``
     replaces the real source with any iterable of ``SourceBatch`` (tests, benchmarks).
+    ``gate``: once the caller closes it (it stopped waiting: time budget), nothing more is
+    committed (:class:`~eveflow_etl.load.gate.RunAbandoned`).
     Raises ConfigError for bad names (before any SQL), SourceError / DestinationError on failure;
     the ledger row is written in every case.
     """
@@ -94,7 +102,7 @@ def run_etl(
     report = RunReport(run_id, pipeline_name, source.value, str(target), "running")
     started = time.monotonic()
 
-    with connect(destination, autocommit=True) as admin:
+    with connect(destination, autocommit=True, settings=settings) as admin:
         try:
             ensure_tables(admin, target, dataset)
             start_run(admin, target, run_id=run_id, pipeline_name=pipeline_name, source=source.value,
@@ -107,14 +115,34 @@ def run_etl(
 
         batches = fetch(source, list(regions), list(types) if types else None, settings, day=day)
 
+    spool = Spool(settings.cache_dir / "spool")
+    pulled = 0
     try:
-        with connect(destination) as conn:
-            with conn.transaction():
-                _load_all(conn, target, dataset, batches, run_id, report, settings, progress)
-                report.status = "succeeded"
-                report.seconds = time.monotonic() - started
-                finish_run(conn, target, run_id=run_id, status="succeeded", counts=asdict(report.totals),
-                           notes=report.notes)
+        # 1. The whole network pull, with no database session open: an hours-long pull never
+        #    holds a transaction (or a connection) and a dropped connection cannot lose it.
+        for batch in batches:
+            if dataset is Dataset.ORDERS and not getattr(batch, "snapshot_complete", True):
+                raise SourceError(f"orders snapshot of region {int(batch.region_id)} is incomplete: nothing loaded")
+            spool.add(batch)
+            pulled += len(batch.frame)
+        # 2. One short transaction per batch (a region, or a chunk of a region's days); the
+        #    ledger row is updated in the same transaction, so it counts exactly what is committed.
+        with connect(destination, settings=settings) as conn:
+            if dataset is Dataset.ORDERS:
+                _check_close_shares(conn, target, spool, settings)
+            gate = gate or CommitGate()
+            for batch in spool:
+                with gate.commit(f"run {run_id}"), conn.transaction():
+                    counts = _load_batch(conn, target, dataset, batch, run_id, settings)
+                    committed = Counts(**asdict(report.totals))
+                    committed.add(counts)
+                    notes = report.notes + [n for n in getattr(batch, "notes", ()) if n not in report.notes]
+                    finish_run(conn, target, run_id=run_id, status="running", counts=asdict(committed), notes=notes)
+                _committed(report, batch, counts, notes, progress)
+            report.status = "succeeded"
+            report.seconds = time.monotonic() - started
+            finish_run(conn, target, run_id=run_id, status="succeeded", counts=asdict(report.totals),
+                       notes=report.notes)
     except BaseException as exc:
         report.status = "failed"
         report.seconds = time.monotonic() - started
@@ -132,54 +160,67 @@ def run_etl(
                 close()
             except Exception as close_exc:  # noqa: BLE001 - the original error matters more
                 log.warning("closing the source of run %s failed: %s", run_id, close_exc)
-        _record_failure(destination, target, report)
+        _record_failure(destination, target, report, pulled, settings)
         if isinstance(exc, psycopg.Error):
             raise DestinationError(report.error) from None
         raise
+    finally:
+        spool.close()
     return report
 
 
-def _record_failure(destination: str, target: Target, report: RunReport) -> None:
+def _committed(report: RunReport, batch, counts: Counts, notes: list[str], progress: Progress | None) -> None:
+    region = int(batch.region_id)
+    report.notes[:] = notes
+    report.regions.setdefault(region, Counts()).add(counts)
+    report.totals.add(counts)
+    if progress is not None:
+        progress(region, counts)
+
+
+def _record_failure(destination: str, target: Target, report: RunReport, pulled: int,
+                    settings: EtlSettings) -> None:
     # The load connection may be dead (that may be the failure): use a fresh one.
     try:
-        with connect(destination, autocommit=True) as conn:
-            # The load transaction rolled back: nothing was inserted, updated or quarantined.
-            finish_run(conn, target, run_id=report.run_id, status="failed", counts={"fetched": report.totals.fetched},
-                       error=report.error)
+        with connect(destination, autocommit=True, settings=settings) as conn:
+            # Batches committed before the failure stay (their counts); the failing one rolled back.
+            counts = {**asdict(report.totals), "fetched": max(pulled, report.totals.fetched)}
+            finish_run(conn, target, run_id=report.run_id, status="failed", counts=counts, error=report.error,
+                       notes=report.notes)
     except Exception as exc:  # noqa: BLE001 - the original error matters more
         log.error("could not record failed run %s in the ledger: %s", report.run_id, exc)
 
 
-def _load_all(conn, target: Target, dataset: Dataset, batches: Iterable, run_id: str, report: RunReport,
-              settings: EtlSettings, progress: Progress | None) -> None:
-    spec = spec_for(dataset)
-    upserter: ChunkUpserter | None = None
+def _check_close_shares(conn, target: Target, spool: Spool, settings: EtlSettings) -> None:
+    """Every region's snapshot is checked against the close guard before any region is written,
+    so a bad pull fails the run with nothing changed."""
+    for batch in spool:
+        with conn.transaction():
+            stage_seen_ids(conn, snapshot_ids(batch.frame))
+            check_close_share(conn, target, int(batch.region_id), batch.types, settings.orders_max_close_share)
+            raise psycopg.Rollback()  # a look only: leaves nothing behind
+
+
+def _load_batch(conn, target: Target, dataset: Dataset, batch, run_id: str, settings: EtlSettings) -> Counts:
+    region = int(batch.region_id)
+    frame: pd.DataFrame = batch.frame
     chunk = settings.chunk_rows
-    for batch in batches:
-        region = int(batch.region_id)
-        counts = Counts()
-        frame: pd.DataFrame = batch.frame
-        if dataset is Dataset.ORDERS:
-            if not getattr(batch, "snapshot_complete", True):
-                raise SourceError(f"orders snapshot of region {region} is incomplete: nothing loaded")
-            valid, bad = validate(dataset, frame, run_id)
+    counts = Counts()
+    if dataset is Dataset.ORDERS:
+        valid, bad = validate(dataset, frame, run_id)
+        write_quarantine(conn, target, bad)
+        snap = load_snapshot(conn, target, valid, region, batch.types, chunk_rows=chunk,
+                             seen_ids=snapshot_ids(frame), max_close_share=settings.orders_max_close_share)
+        counts = Counts(len(frame), snap.inserted, snap.updated, snap.unchanged, len(bad), snap.closed)
+    else:
+        upserter = ChunkUpserter(conn, target.ident(), spec_for(dataset))
+        for start in range(0, max(len(frame), 1), chunk):
+            part = frame.iloc[start : start + chunk]
+            if part.empty:
+                continue
+            valid, bad = validate(dataset, part, run_id)
             write_quarantine(conn, target, bad)
-            snap = load_snapshot(conn, target, valid, region, batch.types, chunk_rows=chunk)
-            counts = Counts(len(frame), snap.inserted, snap.updated, snap.unchanged, len(bad), snap.closed)
-        else:
-            if upserter is None:
-                upserter = ChunkUpserter(conn, target.ident(), spec)
-            for start in range(0, max(len(frame), 1), chunk):
-                part = frame.iloc[start : start + chunk]
-                if part.empty:
-                    continue
-                valid, bad = validate(dataset, part, run_id)
-                write_quarantine(conn, target, bad)
-                up = upserter.upsert(valid)
-                counts.add(Counts(len(part), up.inserted, up.updated, up.unchanged, len(bad)))
-        assert counts.balanced, counts
-        report.notes.extend(n for n in getattr(batch, "notes", ()) if n not in report.notes)
-        report.regions.setdefault(region, Counts()).add(counts)
-        report.totals.add(counts)
-        if progress is not None:
-            progress(region, counts)
+            up = upserter.upsert(valid)
+            counts.add(Counts(len(part), up.inserted, up.updated, up.unchanged, len(bad)))
+    assert counts.balanced, counts
+    return counts

@@ -54,6 +54,27 @@ class EtlSettings(BaseSettings):
     # history ~40 kB a type. The pull in progress may overshoot it by its own pages until it ends.
     esi_cache_max_bytes: int = Field(default=512 * 2**20, ge=1)
 
+    # Pages of one region's order book a server may announce (X-Pages); The Forge has ~400.
+    esi_orders_max_pages: int = Field(default=2000, ge=1)
+    # Share of a region's open orders one snapshot may close; more fails the run with nothing
+    # changed (a bad pull, not a market). 1.0 turns the guard off.
+    orders_max_close_share: float = Field(default=0.5, gt=0, le=1)
+    # Bytes one HTTP response body may hold (an ESI page is ~300 kB, Mokaam's region ~30 MB).
+    http_max_body_bytes: int = Field(default=256 * 2**20, ge=1024)
+    # Longest wait a server may ask for (Retry-After, X-ESI-Error-Limit-Reset); more fails the
+    # request with a clear error instead of sleeping for a day.
+    http_max_wait_seconds: float = Field(default=300.0, gt=0)
+    # EVE Ref daily file: bytes downloaded, and bytes once decompressed (a bz2 bomb stops here).
+    everef_max_download_bytes: int = Field(default=256 * 2**20, ge=1024)
+    everef_max_decompressed_bytes: int = Field(default=2 * 2**30, ge=1024)
+
+    # Every PostgreSQL session: statements, lock waits and idle transactions are bounded, and
+    # TCP keepalives notice a dead peer (0 turns a timeout off).
+    pg_statement_timeout_seconds: float = Field(default=900.0, ge=0)
+    pg_lock_timeout_seconds: float = Field(default=60.0, ge=0)
+    pg_idle_in_transaction_timeout_seconds: float = Field(default=300.0, ge=0)
+    pg_keepalives_idle_seconds: int = Field(default=30, ge=1)
+
     # Rows per chunk streamed from a source through validation into Postgres.
     chunk_rows: int = Field(default=50_000, ge=100, le=2_000_000)
 

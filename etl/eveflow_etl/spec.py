@@ -161,6 +161,16 @@ class KubernetesPoolSpec(_Model):
     finished_job_ttl_seconds: int | None = Field(default=3600, ge=0, le=604_800)
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
+    @field_validator("finished_job_ttl_seconds")
+    @classmethod
+    def _ttl_not_null(cls, ttl: int | None) -> int | None:
+        # null took Prefect's template default: finished Jobs and their pods were kept for ever,
+        # silently filling the namespace. Say so instead.
+        if ttl is None:
+            raise ValueError("null would keep every finished flow-run Job (and its pod) for ever: give seconds "
+                             "(0 deletes them at once, at most 604800 = 7 days), or leave the field out for 3600")
+        return ttl
+
 
 # Job variables the operator sets itself, or that reach beyond the pipeline's own namespace and
 # image (another namespace or cluster, another ServiceAccount, the host): never from jobVariables.

@@ -7,6 +7,8 @@ and the raw row as JSON, so ``len(valid) + len(quarantine) == len(frame)``.
 
 from __future__ import annotations
 
+import datetime as dt
+
 from collections import defaultdict
 from typing import Optional
 
@@ -138,8 +140,13 @@ def _parse_dates(frame: pd.DataFrame, column: str, reasons: dict, *, utc: bool, 
     if column not in frame.columns:
         return
     raw = frame[column]
-    parsed = pd.to_datetime(raw, errors="coerce", utc=utc, format="ISO8601")
+    # Only text can be an ISO date; anything else (false, 3, a list) is unparsable, not a crash:
+    # pandas turns an all-bool column into a tz-naive result that tz_convert refuses.
+    text = raw.where(raw.map(lambda v: isinstance(v, (str, dt.date))), None).astype(object)
+    parsed = pd.to_datetime(text, errors="coerce", utc=utc, format="ISO8601")
     if utc:
+        if getattr(parsed.dt, "tz", None) is None:
+            parsed = parsed.dt.tz_localize("UTC")
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     blank = raw.isna() | (raw.astype(str).str.strip() == "")
     unparsable = parsed.isna() & ~blank

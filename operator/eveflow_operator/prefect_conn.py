@@ -43,8 +43,10 @@ async def _value(read_secret: ReadSecret, namespace: str, ref: SecretKeyRef, fie
     if data is None:
         string = (secret.get("stringData") or {}).get(ref.key)
         if string is None:
-            raise SecretNotFound(f"{field}: Secret '{ref.name}' has no key '{ref.key}' "
-                                 f"(keys: {sorted((secret.get('data') or {}))})")
+            # The Secret's other key names are not listed: this message goes to status and Events,
+            # which more people can read than the Secret.
+            raise SecretNotFound(f"{field}: Secret '{ref.name}' has no key '{ref.key}'; add it, or name the key "
+                                 f"that holds the value")
         return string
     return base64.b64decode(data).decode().strip()
 
@@ -61,7 +63,8 @@ async def build_connection(pipeline: EvePipeline, settings: OperatorSettings, na
                             "spec.prefect.authStringSecretRef", settings)
     if prefect.mode == "cloud" and api_key is None:
         raise SecretNotFound("spec.prefect.apiKeySecretRef: Prefect Cloud needs an API key Secret")
-    return PrefectConnection(api_url=prefect.api_url or settings.prefect_api_url, api_key=api_key, auth_string=auth)
+    return PrefectConnection(api_url=prefect.api_url or settings.prefect_api_url, api_key=api_key, auth_string=auth,
+                             timeout_seconds=settings.prefect_timeout_seconds)
 
 
 async def check_destination_secret(pipeline: EvePipeline, namespace: str, read_secret: ReadSecretMeta) -> None:

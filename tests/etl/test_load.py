@@ -83,60 +83,89 @@ def test_mokaam_sentinels_are_quarantined_and_extra_columns_ignored(pg_dsn):
     assert any("missing" in r for r in reasons) and any("value is not an object" in r for r in reasons)
 
 
-def test_killed_connection_leaves_nothing_and_rerun_loads_once(pg_dsn):
-    frames = [history_frame(1500, seed=s).assign(type_id=lambda f, s=s: f.type_id + 1000 * s) for s in range(3)]
+def _kill_loaders(dsn) -> int:
+    with psycopg.connect(dsn, autocommit=True) as killer:
+        return len(killer.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchall())
+
+
+def _ledger(dsn):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT status, fetched, inserted, error FROM eve.etl_runs ORDER BY started_at DESC "
+                            "LIMIT 1").fetchone()
+
+
+def test_no_transaction_is_open_while_the_source_is_pulled(pg_dsn):
+    # Issue 13 item 2: a pull of hours held one transaction open ("idle in transaction") for its
+    # whole length. Now nothing of the run is open on the server while the source still pulls.
+    seen = []
 
     def batches():
-        yield Batch("esi-history", 10000002, frames[0])
-        # The first batch sits in the staging table and the target, uncommitted: kill the loader.
-        with psycopg.connect(pg_dsn, autocommit=True) as killer:
-            killed = killer.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND state LIKE 'idle in transaction%'"
-            ).fetchall()
-        assert killed == [(True,)]
-        yield Batch("esi-history", 10000002, frames[1])
-        yield Batch("esi-history", 10000002, frames[2])
+        for s in range(3):
+            yield Batch("esi-history", 10000002, history_frame(500, seed=s).assign(type_id=lambda f, s=s: f.type_id + 100 * s))
+            with psycopg.connect(pg_dsn, autocommit=True) as conn:
+                seen.extend(conn.execute(
+                    "SELECT state FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND backend_type = 'client backend' AND xact_start IS NOT NULL").fetchall())
+
+    report = _run(pg_dsn, batches())
+    assert seen == []
+    assert report.totals.inserted == 1500
+
+
+def test_killed_connection_keeps_committed_batches_and_the_ledger_counts_them(pg_dsn):
+    frames = [history_frame(1500, seed=s).assign(type_id=lambda f, s=s: f.type_id + 1000 * s) for s in range(3)]
+
+    def kill_after_first(region, counts):
+        if counts.inserted and _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 1500:
+            assert _kill_loaders(pg_dsn) >= 1
 
     with pytest.raises(DestinationError) as err:
-        _run(pg_dsn, list_or_gen(batches()))
+        _run(pg_dsn, [Batch("esi-history", 10000002, f) for f in frames], progress=kill_after_first)
     assert "\n" not in str(err.value)
-    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 0
-    assert _count(pg_dsn, "SELECT count(*) FROM eve.etl_runs WHERE status = 'failed' AND error <> ''") == 1
+    # The first batch committed (its own short transaction); the ledger says so, exactly.
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 1500
+    status, fetched, inserted, error = _ledger(pg_dsn)
+    assert (status, fetched, inserted) == ("failed", 4500, 1500) and error
 
     rerun = _run(pg_dsn, [Batch("esi-history", 10000002, f) for f in frames])
-    assert (rerun.totals.inserted, rerun.totals.updated, rerun.totals.unchanged) == (4500, 0, 0)
+    assert (rerun.totals.inserted, rerun.totals.updated, rerun.totals.unchanged) == (3000, 0, 1500)
     assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 4500
 
 
-def test_kill_from_thread_while_staging_has_rows(pg_dsn):
-    """Terminate the backend from another thread mid-run (staging table populated)."""
-    started = threading.Event()
+def test_backend_killed_inside_a_load_transaction_rolls_back_only_that_batch(pg_dsn):
+    """The loader is caught mid-transaction (its batch staged, waiting on a lock) and killed."""
+    killed = []
 
-    def batches():
-        for s in range(40):
-            yield Batch("esi-history", 10000002, history_frame(1000, seed=s).assign(type_id=lambda f, s=s: f.type_id + 100 * s))
-            if s == 2:
-                started.set()
-
-    def killer():
-        started.wait(10)
+    def kill_when_waiting():
         with psycopg.connect(pg_dsn, autocommit=True) as conn:
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() "
-                "AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND xact_start IS NOT NULL"
-            )
+            for _ in range(3000):
+                pids = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock' AND xact_start IS NOT NULL").fetchall()
+                if pids:
+                    killed.extend(conn.execute("SELECT pg_terminate_backend(%s)", pids[0]).fetchall())
+                    return
+                threading.Event().wait(0.01)
 
-    thread = threading.Thread(target=killer)
-    thread.start()
+    def progress(region, counts):
+        if killed or _count(pg_dsn, "SELECT count(*) FROM eve.market_history") != 1000:
+            return
+        locker = psycopg.connect(pg_dsn)
+        locker.execute("LOCK TABLE eve.market_history IN ACCESS EXCLUSIVE MODE")
+        thread = threading.Thread(target=kill_when_waiting)
+        thread.start()
+        # Let go once the loader is dead; it is blocked behind this lock in its next batch.
+        threading.Thread(target=lambda: (thread.join(), locker.rollback(), locker.close())).start()
+
+    batches = [Batch("esi-history", 10000002, history_frame(1000, seed=s).assign(type_id=lambda f, s=s: f.type_id + 100 * s))
+               for s in range(4)]
     with pytest.raises(DestinationError):
-        _run(pg_dsn, list_or_gen(batches()))
-    thread.join()
-    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 0
-
-
-def list_or_gen(gen):
-    return gen  # keep the generator lazy: the kill must happen mid-run
+        _run(pg_dsn, batches, progress=progress)
+    assert killed == [(True,)]
+    status, fetched, inserted, _ = _ledger(pg_dsn)
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 1000
+    assert (status, fetched, inserted) == ("failed", 4000, 1000)
 
 
 def test_orders_snapshot_inserts_updates_and_closes(pg_dsn):
@@ -243,3 +272,42 @@ def test_destination_profiles():
         resolve_dsn("snowflake", None, SETTINGS, {k: v for k, v in env.items() if "PASSWORD" not in k})
     with pytest.raises(ConfigError, match="unknown --profile"):
         resolve_dsn("oracle", None, SETTINGS)
+
+
+def test_a_run_abandoned_at_its_budget_never_commits_after_it_is_reported(pg_dsn):
+    """Issue 13 item 4: the flow closes the gate, then reports the region timed out; a region
+    thread still running (here: its source still pulling) must not commit anything afterwards."""
+    from eveflow_etl.load.gate import CommitGate, RunAbandoned
+
+    gate = CommitGate()
+
+    def batches():
+        yield Batch("esi-history", 10000002, history_frame(500))
+        gate.close()  # the flow gave up on this region while it was still pulling
+        yield Batch("esi-history", 10000002, history_frame(500, seed=2).assign(type_id=lambda f: f.type_id + 50))
+
+    with pytest.raises(RunAbandoned):
+        run_etl("esi-history", [10000002], None, pg_dsn, schema="eve", settings=SETTINGS, batches=batches(), gate=gate)
+    assert _count(pg_dsn, "SELECT count(*) FROM eve.market_history") == 0
+    assert _ledger(pg_dsn)[:3] == ("failed", 1000, 0)
+
+
+def test_closing_the_gate_waits_for_a_commit_in_progress():
+    from eveflow_etl.load.gate import CommitGate, RunAbandoned
+
+    gate, inside, order = CommitGate(), threading.Event(), []
+
+    def committer():
+        with gate.commit("run"):
+            inside.set()
+            threading.Event().wait(0.1)  # a commit taking a moment; close() must wait for it
+            order.append("committed")
+    thread = threading.Thread(target=committer)
+    thread.start()
+    inside.wait()
+    gate.close()
+    order.append("closed")
+    thread.join()
+    assert order == ["committed", "closed"]
+    with pytest.raises(RunAbandoned), gate.commit("run"):
+        pass

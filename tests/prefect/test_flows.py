@@ -144,7 +144,7 @@ def test_maintenance_prunes_old_rows_analyzes_and_trims_the_cache(pg_dsn, tmp_pa
                      "'eve.market_history'), (now(), now(), 'eve.market_history'), "
                      "(now() - interval '90 days', NULL, 'eve.other')")
     result = prune_and_analyze(pg_dsn, "eve", "market_history", retention_days=30)
-    assert result == {"quarantine_pruned": 1, "ledger_pruned": 1, "analyzed": 3}
+    assert result == {"quarantine_pruned": 1, "ledger_pruned": 1, "closed_orders_pruned": 0, "analyzed": 3}
 
     cache = tmp_path / "cache"
     (cache / "esi").mkdir(parents=True)

@@ -8,19 +8,19 @@ from typing import Optional
 import typer
 
 from eveflow_etl.cli.app import app
+from eveflow_etl.cli.dsn_opts import DsnFileOpt, DsnOpt, pick_dsn
 
 csv_app = typer.Typer(no_args_is_help=True, help="Load, upsert and pull CSV files.")
 app.add_typer(csv_app, name="csv")
 
-DsnOpt = typer.Option(None, "--dsn", help="PostgreSQL DSN/URI (default: the local embedded server).")
 ProfileOpt = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake")
 
 
-def _dsn(dsn: Optional[str], profile: Optional[str]) -> str:
+def _dsn(dsn: Optional[str], profile: Optional[str], dsn_file: Optional[Path] = None) -> str:
     from eveflow_etl.destinations import resolve_dsn
     from eveflow_etl.settings import load_settings
 
-    return resolve_dsn(profile, dsn, load_settings())
+    return resolve_dsn(profile, pick_dsn(dsn, dsn_file), load_settings())
 
 
 @csv_app.command("load")
@@ -29,12 +29,13 @@ def load(
     table: str = typer.Argument(..., help="Target table (created if missing)."),
     schema: str = typer.Option("public", "--schema"),
     dsn: Optional[str] = DsnOpt,
+    dsn_file: Optional[Path] = DsnFileOpt,
     profile: Optional[str] = ProfileOpt,
 ) -> None:
     """COPY a CSV file into SCHEMA.TABLE (one transaction: all rows or none)."""
     from eveflow_etl.csvtool import load_csv
 
-    result = load_csv(_dsn(dsn, profile), file, schema, table)
+    result = load_csv(_dsn(dsn, profile, dsn_file), file, schema, table)
     typer.echo(f"loaded {result.rows} rows into {schema}.{table}")
 
 
@@ -45,13 +46,14 @@ def upsert(
     primary_keys: str = typer.Option(..., "--primary-keys", help="Comma-separated key columns, e.g. a,b,c"),
     schema: str = typer.Option("public", "--schema"),
     dsn: Optional[str] = DsnOpt,
+    dsn_file: Optional[Path] = DsnFileOpt,
     profile: Optional[str] = ProfileOpt,
 ) -> None:
     """Insert new rows and update changed ones of SCHEMA.TABLE on the given key."""
     from eveflow_etl.csvtool import upsert_csv
 
     keys = [k.strip() for k in primary_keys.split(",") if k.strip()]
-    r = upsert_csv(_dsn(dsn, profile), file, schema, table, keys)
+    r = upsert_csv(_dsn(dsn, profile, dsn_file), file, schema, table, keys)
     typer.echo(f"{r.rows} rows: {r.inserted} inserted, {r.updated} updated, {r.unchanged} unchanged")
 
 
@@ -60,18 +62,25 @@ def pull(
     qualified: str = typer.Argument(..., metavar="SCHEMA.TABLE"),
     output: Optional[Path] = typer.Option(None, "-o", "--output", help="File to write (default: stdout)."),
     dsn: Optional[str] = DsnOpt,
+    dsn_file: Optional[Path] = DsnFileOpt,
     profile: Optional[str] = ProfileOpt,
 ) -> None:
     """Write a table as CSV with a header."""
     from eveflow_etl.csvtool import pull_csv
 
-    conninfo = _dsn(dsn, profile)
+    conninfo = _dsn(dsn, profile, dsn_file)
     if output is None:
         pull_csv(conninfo, qualified)
         return
-    tmp = output.with_name(output.name + ".part")
+    import os
+    import tempfile
+
+    # mkstemp: an unpredictable name opened O_EXCL (mode 0600), so nobody can plant a file or a
+    # symlink for us to write through; renamed over ``output`` only once complete.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{output.name}.", suffix=".part", dir=output.parent)
+    tmp = Path(tmp_name)
     try:
-        with tmp.open("wb") as fh:
+        with os.fdopen(fd, "wb") as fh:
             size = pull_csv(conninfo, qualified, fh)
     except BaseException:
         tmp.unlink(missing_ok=True)  # nor a stray .part

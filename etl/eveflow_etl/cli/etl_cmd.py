@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
 
 from eveflow_etl.cli.app import app
+from eveflow_etl.cli.dsn_opts import DsnFileOpt, DsnOpt, pick_dsn
 from eveflow_etl.errors import ConfigError
 
 etl_app = typer.Typer(no_args_is_help=True, help="Run the ETL engine.")
@@ -28,7 +30,8 @@ def run(
     source: str = typer.Option(..., "--source", help="esi-history | esi-orders | mokaam | everef"),
     regions: str = typer.Option(..., "--regions", help="Comma-separated region ids, e.g. 10000002,10000043"),
     types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids (default: all)."),
-    dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN/URI (default: local embedded server)."),
+    dsn: Optional[str] = DsnOpt,
+    dsn_file: Optional[Path] = DsnFileOpt,
     profile: Optional[str] = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake"),
     schema: str = typer.Option("eve", "--schema"),
     table: Optional[str] = typer.Option(None, "--table", help="Default: market_history / market_orders / market_aggregates."),
@@ -68,7 +71,7 @@ def run(
             day_value = dt.date.fromisoformat(day)
         except ValueError:
             raise ConfigError(f"--day must be YYYY-MM-DD, got {day!r}") from None
-    conninfo = resolve_dsn(profile, dsn, settings)
+    conninfo = resolve_dsn(profile, pick_dsn(dsn, dsn_file), settings)
 
     with _progress(sys.stderr.isatty()) as progress:
         report = run_etl(kind, region_ids, type_ids, conninfo, schema=schema, table=table,

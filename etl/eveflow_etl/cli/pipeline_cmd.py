@@ -17,7 +17,7 @@ import typer
 
 from eveflow_etl.cli.app import app, dev_app  # noqa: F401
 from eveflow_etl.errors import ConfigError
-from eveflow_etl.orchestration.types import PrefectConnection, SyncResult
+from eveflow_etl.orchestration.types import PrefectConnection, SyncResult, redact_url
 from eveflow_etl.spec import EvePipeline, RunSummary, load_pipeline
 
 FILE_OPTION = typer.Option(..., "-f", "--file", help="EvePipeline YAML file.", dir_okay=False)
@@ -39,7 +39,7 @@ def resolve_connection(pipeline: EvePipeline, api_url: str | None = None,
             "no Prefect API URL: pass --api-url, set PREFECT_API_URL, or set spec.prefect.apiUrl in the file"
         )
     if not url.startswith(("http://", "https://")):
-        raise ConfigError(f"Prefect API URL '{url}' must start with http:// or https://")
+        raise ConfigError(f"Prefect API URL '{redact_url(url)}' must start with http:// or https://")
     api_key = env.get("PREFECT_API_KEY") or None
     auth_string = env.get("PREFECT_API_AUTH_STRING") or None
     if pipeline.spec.prefect.mode == "cloud":

@@ -138,6 +138,12 @@ class FaultRule:
     # ``tick_orders`` resizes the new build (X-Pages changes).
     tick: bool = False
     tick_orders: int | None = None
+    # Response headers replaced in the answer (None removes one), e.g. {"X-Pages": None}.
+    headers: dict[str, str | None] | None = None
+    # Body padded to this many bytes (a server sending more than asked).
+    body_bytes: int | None = None
+    # The body sent in 10 pieces this many seconds apart (each read is quick, the whole is slow).
+    trickle: float = 0.0
     hits: int = field(default=0)
 
     def matches(self, path: str, page: int | None, region: int | None) -> bool:

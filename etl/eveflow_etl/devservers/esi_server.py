@@ -133,8 +133,25 @@ class _Handlers:
         headers = dict(reply.headers)
         if body:
             headers.setdefault("Content-Type", "application/json; charset=utf-8")
+        for name, value in ((fault.headers or {}) if fault else {}).items():
+            headers.pop(name, None)
+            if value is not None:
+                headers[name] = value
+        if fault and fault.body_bytes and body:
+            body = body + b" " * max(0, fault.body_bytes - len(body))
+            headers.pop("Content-Length", None)
         if fault and fault.truncate == "json" and body:
             body = body[: len(body) // 2]
+        if fault and fault.trickle and body:
+            resp = web.StreamResponse(status=reply.status, headers=headers)
+            resp.content_length = len(body)
+            await resp.prepare(request)
+            step = -(-len(body) // 10)
+            for start in range(0, len(body), step):
+                await resp.write(body[start:start + step])
+                await asyncio.sleep(fault.trickle)
+            await resp.write_eof()
+            return resp
         if fault and fault.truncate == "connection" and body:
             resp = web.StreamResponse(status=reply.status, headers=headers)
             resp.content_length = len(body)

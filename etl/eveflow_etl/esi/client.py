@@ -23,6 +23,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from eveflow_etl.errors import SourceError
+from eveflow_etl.esi.bounded import TooLarge, TooSlow, read_body
 from eveflow_etl.esi.cache import CacheEntry, DiskCache
 from eveflow_etl.esi.ratelimit import ErrorLimitGate, RateBudget, TokenPacer, route_key
 from eveflow_etl.esi.response import ClientStats, EsiResponse, expires_of, pages_of
@@ -86,8 +87,8 @@ class EsiClient:
         self.session.headers["User-Agent"] = settings.user_agent
         self.session.headers["Accept"] = "application/json"
         self.stats = ClientStats()
-        self.errors = ErrorLimitGate(settings.esi_error_limit_floor)
-        self.pacer = TokenPacer()
+        self.errors = ErrorLimitGate(settings.esi_error_limit_floor, max_wait=settings.http_max_wait_seconds)
+        self.pacer = TokenPacer(max_wait=settings.http_max_wait_seconds)
         self.budget = RateBudget(settings.esi_rate_per_second)
         self._slots = threading.BoundedSemaphore(settings.esi_max_concurrency)
         self._services = [
@@ -143,6 +144,8 @@ class EsiClient:
                 self._backoff(self.settings.esi_backoff_seconds, failures, full_url, exc.reason)
                 continue
             status = resp.status_code
+            if status in (420, 429, 503) or status in retry_statuses:
+                self._refuse_long_wait(full_url, status, resp.headers, service)
             if status in (420, 429):
                 limit_waits += 1
                 if limit_waits > _MAX_LIMIT_WAITS:
@@ -162,6 +165,8 @@ class EsiClient:
                 failures += 1
                 retry_after = resp.headers.get("Retry-After")
                 delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+                if delay is not None:
+                    delay = min(delay, self.settings.http_max_wait_seconds)
                 self._backoff(base_delay if status in retry_statuses else self.settings.esi_backoff_seconds,
                               failures, full_url, f"HTTP {status}", delay)
                 continue
@@ -204,6 +209,25 @@ class EsiClient:
             return
 
     # --- internals -------------------------------------------------------------------------
+    def _refuse_long_wait(self, url: str, status: int, headers: Mapping[str, str], service: str | None) -> None:
+        """A server asking us to wait longer than ``http_max_wait_seconds`` ends the request
+        now, with the figure, rather than sleeping through the run (Retry-After: 86400)."""
+        limit = self.settings.http_max_wait_seconds
+        for name in ("Retry-After", "X-ESI-Error-Limit-Reset"):
+            value = headers.get(name)
+            try:
+                seconds = float(value) if value is not None else None
+            except ValueError:
+                seconds = None
+            if name == "X-ESI-Error-Limit-Reset" and status != 420:
+                continue
+            if seconds is not None and seconds > limit:
+                name_, base = self.service_of(url, service)
+                raise EsiRequestError(
+                    f"{name_} answered HTTP {status} asking to wait {name}: {value:.40} s, more than "
+                    f"EVEFLOW_HTTP_MAX_WAIT_SECONDS ({limit:g}); giving up on {url} (run again later)",
+                    url=url, status=status)
+
     def _send(self, url: str, entry: CacheEntry | None, expect_json: bool) -> requests.Response:
         headers = {"If-None-Match": entry.etag} if entry is not None and entry.etag else {}
         resp = self._request(url, headers, stream=False)
@@ -238,11 +262,24 @@ class EsiClient:
             try:
                 self.budget.acquire()
                 self.stats.add(requests=1)
+                # ``esi_timeout_seconds`` is the whole request's time (connect and every read),
+                # not a per-read timeout a trickling server could stretch forever.
+                total = self.settings.esi_timeout_seconds
+                deadline = time.monotonic() + total
                 try:
-                    resp = self.session.get(url, headers=headers, timeout=self.settings.esi_timeout_seconds,
-                                            stream=stream)
+                    resp = self.session.get(url, headers=headers, timeout=total, stream=True)
                     if not stream:
-                        _ = resp.content  # read inside the slot; truncation raises here
+                        # Read inside the slot, within the byte and time limits; truncation raises here.
+                        resp._content = read_body(  # noqa: SLF001 - what ``resp.content`` returns
+                            resp, max_bytes=self.settings.http_max_body_bytes, deadline=deadline,
+                            what=f"the answer to {url}", setting="EVEFLOW_HTTP_MAX_BODY_BYTES")
+                        resp.close()
+                except TooLarge as exc:
+                    resp.close()
+                    raise EsiRequestError(str(exc), url=url) from None
+                except TooSlow:
+                    resp.close()
+                    raise _Transient(f"timed out (total {total:g} s)") from None
                 except requests.RequestException as exc:
                     reason, unreachable = _reason(exc)
                     raise _Transient(reason, unreachable=unreachable) from None

@@ -14,6 +14,7 @@ Each class takes ``clock``/``sleep`` so tests can drive them without waiting.
 
 from __future__ import annotations
 
+import math
 import re
 import threading
 import time
@@ -52,14 +53,18 @@ def parse_limit(text: str | None) -> tuple[int, float] | None:
     if not match:
         return None
     unit = {"s": 1, "": 1, "m": 60, "h": 3600}[match.group(3)]
-    return int(match.group(1)), float(match.group(2)) * unit
+    count, window = int(match.group(1)), float(match.group(2)) * unit
+    if count <= 0 or window <= 0:
+        return None  # "0/0s" cannot pace anything (and would divide by zero): ignore it
+    return count, window
 
 
 def _num(headers: Mapping[str, str], name: str) -> float | None:
     try:
-        return float(headers[name])
+        value = float(headers[name])
     except (KeyError, TypeError, ValueError):
         return None
+    return value if math.isfinite(value) else None  # "nan"/"inf" are no numbers to wait by
 
 
 class RateBudget:
@@ -81,8 +86,10 @@ class RateBudget:
 
 
 class ErrorLimitGate:
-    def __init__(self, floor: int, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+    def __init__(self, floor: int, clock: Clock = time.monotonic, sleep: Sleep = time.sleep, *,
+                 max_wait: float = 300.0) -> None:
         self.floor = floor
+        self.max_wait = max_wait  # a reset further away than this is the server's error, not a wait
         self._clock, self._sleep = clock, sleep
         self._lock = threading.Lock()
         self._blocked_until = 0.0
@@ -114,6 +121,7 @@ class ErrorLimitGate:
     def observe(self, status: int, headers: Mapping[str, str]) -> None:
         remain = _num(headers, "X-ESI-Error-Limit-Remain")
         reset = _num(headers, "X-ESI-Error-Limit-Reset")
+        reset = None if reset is None else min(max(reset, 0.0), self.max_wait)
         with self._lock:
             now = self._clock()
             if remain is not None:
@@ -148,8 +156,9 @@ class Ticket:
 
 
 class TokenPacer:
-    def __init__(self, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+    def __init__(self, clock: Clock = time.monotonic, sleep: Sleep = time.sleep, *, max_wait: float = 300.0) -> None:
         self._clock, self._sleep = clock, sleep
+        self.max_wait = max_wait
         self._cond = threading.Condition()
         self._route_group: dict[str, str | None] = {}
         self._learning: set[str] = set()
@@ -191,6 +200,7 @@ class TokenPacer:
         limit = parse_limit(headers.get("X-Ratelimit-Limit"))
         remaining = _num(headers, "X-Ratelimit-Remaining")
         retry_after = _num(headers, "Retry-After")
+        retry_after = None if retry_after is None else min(max(retry_after, 0.0), self.max_wait)
         with self._cond:
             now = self._clock()
             if ticket.learning:

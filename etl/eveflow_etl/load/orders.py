@@ -2,6 +2,12 @@
 
 One snapshot = every order of one region (optionally restricted to some types) at one moment.
 All three steps run in the caller's transaction, so readers never see half a snapshot.
+
+An open order is closed only when its id is absent from the whole snapshot, valid rows and
+quarantined rows alike (a row that failed validation is still an order on the market). A
+snapshot that would close more than ``max_close_share`` of the open book is refused
+(:class:`CloseGuardError`) before anything is written: that is a bad pull (schema drift, a
+truncated book), not a market.
 """
 
 from __future__ import annotations
@@ -12,8 +18,16 @@ from typing import Sequence
 import pandas as pd
 from psycopg import Connection, sql
 
+from eveflow_etl.errors import SourceError
 from eveflow_etl.load.ddl import ORDERS, Target
 from eveflow_etl.load.upsert import UpsertCounts, copy_frame, create_stage, upsert_sql
+
+_SEEN = sql.Identifier("eveflow_seen_orders")
+_BIGINT_MAX = 2**63 - 1
+
+
+class CloseGuardError(SourceError):
+    """A snapshot would close more of the open book than ``EVEFLOW_ORDERS_MAX_CLOSE_SHARE`` allows."""
 
 
 @dataclass
@@ -29,8 +43,17 @@ def load_snapshot(
     types: Sequence[int] | None,
     *,
     chunk_rows: int,
+    seen_ids: Sequence[int] = (),
+    max_close_share: float = 0.5,
 ) -> SnapshotCounts:
-    """Apply one region's snapshot to the book ``target`` and its ``<table>_daily`` summary."""
+    """Apply one region's snapshot to the book ``target`` and its ``<table>_daily`` summary.
+
+    ``frame``: the valid rows; ``seen_ids``: every order id of the snapshot (valid or
+    quarantined), see :func:`snapshot_ids`. Raises :class:`CloseGuardError` (nothing written)
+    when more than ``max_close_share`` of the open orders in scope would close.
+    """
+    stage_seen_ids(conn, seen_ids)
+    check_close_share(conn, target, region_id, types, max_close_share)
     stage = create_stage(conn, ORDERS)
     for start in range(0, len(frame), chunk_rows):
         copy_frame(conn, stage, frame.iloc[start : start + chunk_rows], ORDERS.columns)
@@ -43,20 +66,65 @@ def load_snapshot(
         extra_changed=sql.SQL("t.closed_at IS NOT NULL"),
     )
     inserted, updated = conn.execute(upsert).fetchone()
-    type_filter = sql.SQL("")
-    params: list = [region_id]
-    if types:
-        type_filter = sql.SQL(" AND b.type_id = ANY(%s)")
-        params.append(list(types))
+    where, params = _vanished(region_id, types)
     closed = conn.execute(
-        sql.SQL(
-            "UPDATE {book} b SET closed_at = now() WHERE b.region_id = %s AND b.closed_at IS NULL{types} "
-            "AND NOT EXISTS (SELECT 1 FROM {stage} s WHERE s.region_id = b.region_id AND s.order_id = b.order_id)"
-        ).format(book=target.ident(), types=type_filter, stage=stage),
+        sql.SQL("UPDATE {book} b SET closed_at = now() WHERE {where}").format(book=target.ident(), where=where),
         params,
     ).rowcount
     _refresh_daily(conn, target, stage)
     return SnapshotCounts(inserted, updated, len(frame) - inserted - updated, closed)
+
+
+def snapshot_ids(frame: pd.DataFrame) -> list[int]:
+    """Every order id a raw snapshot frame holds, valid or not (ids that are not whole numbers
+    in bigint range cannot name a stored order and are left out)."""
+    if "order_id" not in frame.columns or frame.empty:
+        return []
+    ids = pd.to_numeric(frame["order_id"], errors="coerce").dropna()
+    ids = ids[(ids >= 0) & (ids <= _BIGINT_MAX) & (ids == ids.round())]
+    return sorted({int(i) for i in ids})
+
+
+def stage_seen_ids(conn: Connection, ids: Sequence[int]) -> None:
+    """The snapshot's order ids in a temp table (dropped at the end of the transaction)."""
+    conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(_SEEN))
+    conn.execute(sql.SQL("CREATE TEMP TABLE {} (order_id bigint PRIMARY KEY) ON COMMIT DROP").format(_SEEN))
+    with conn.cursor().copy(sql.SQL("COPY {} (order_id) FROM STDIN").format(_SEEN)) as copy:
+        for order_id in ids:
+            copy.write_row((order_id,))
+    conn.execute(sql.SQL("ANALYZE {}").format(_SEEN))
+
+
+def check_close_share(conn: Connection, target: Target, region_id: int, types: Sequence[int] | None,
+                      max_close_share: float) -> tuple[int, int]:
+    """(open orders in scope, how many the staged snapshot would close); raises
+    :class:`CloseGuardError` past ``max_close_share``. Needs :func:`stage_seen_ids` first."""
+    where, params = _vanished(region_id, types)
+    scope, scope_params = _scope(region_id, types)
+    open_count, closing = conn.execute(
+        sql.SQL("SELECT (SELECT count(*) FROM {book} b WHERE {scope}), (SELECT count(*) FROM {book} b WHERE {where})"
+                ).format(book=target.ident(), scope=scope, where=where),
+        [*scope_params, *params],
+    ).fetchone()
+    if open_count and closing > max_close_share * open_count:
+        raise CloseGuardError(
+            f"ESI orders of region {region_id}: this snapshot would close {closing} of {open_count} open orders "
+            f"({closing / open_count:.0%}, more than the {max_close_share:.0%} allowed); nothing of this region was "
+            f"changed. A bad pull is the likely cause; if the market really emptied, raise "
+            f"EVEFLOW_ORDERS_MAX_CLOSE_SHARE for one run")
+    return open_count, closing
+
+
+def _scope(region_id: int, types: Sequence[int] | None) -> tuple[sql.Composable, list]:
+    if types:
+        return sql.SQL("b.region_id = %s AND b.closed_at IS NULL AND b.type_id = ANY(%s)"), [region_id, list(types)]
+    return sql.SQL("b.region_id = %s AND b.closed_at IS NULL"), [region_id]
+
+
+def _vanished(region_id: int, types: Sequence[int] | None) -> tuple[sql.Composable, list]:
+    """Open orders in scope whose id the snapshot does not hold."""
+    scope, params = _scope(region_id, types)
+    return sql.SQL("{} AND NOT EXISTS (SELECT 1 FROM {} s WHERE s.order_id = b.order_id)").format(scope, _SEEN), params
 
 
 def _refresh_daily(conn: Connection, target: Target, stage: sql.Identifier) -> None:

@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import unicodedata
 from typing import Any
 
@@ -26,6 +27,7 @@ from eveflow_etl.orchestration.types import (
     PrefectConnection,
     PrefectRejected,
     PrefectUnavailable,
+    redact_url,
 )
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,13 @@ class PrefectApi:
     ``…/count`` POSTs, which go through :meth:`query`.
     """
 
-    def __init__(self, conn: PrefectConnection, *, timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+    def __init__(self, conn: PrefectConnection, *, timeout: httpx.Timeout | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.conn = conn
         self.writes = 0
+        if timeout is None:
+            seconds = conn.timeout_seconds
+            timeout = DEFAULT_TIMEOUT if seconds is None else httpx.Timeout(seconds, connect=min(5.0, seconds))
         self._http = httpx.AsyncClient(
             base_url=conn.api_url.rstrip("/") + "/",
             headers={**auth_headers(conn), "Accept": "application/json"},
@@ -110,8 +115,10 @@ class PrefectApi:
         except httpx.TimeoutException:
             raise PrefectUnavailable(f"Prefect API at {where} did not answer in time ({method} {path})") from None
         except httpx.HTTPError as exc:
+            # httpx quotes the request URL in some errors: never the raw one (it may hold a password).
+            detail = str(exc).replace(self.conn.api_url, where) if str(exc) else "no answer"
             raise PrefectUnavailable(
-                f"Prefect API at {where} is unreachable ({type(exc).__name__}: {exc or 'no answer'}); "
+                f"Prefect API at {where} is unreachable ({type(exc).__name__}: {_redact_urls(detail)}); "
                 "check the URL and that the server is running"
             ) from None
         status = response.status_code
@@ -128,7 +135,7 @@ class PrefectApi:
             raise PrefectUnavailable(f"Prefect API at {where} failed with HTTP {status} on {method} {path}: {_detail(response)}")
         if 300 <= status < 400:  # a wrong path; Prefect's routes do not redirect
             raise PrefectRejected(f"Prefect answered {method} {path} with a redirect (HTTP {status}) to "
-                                  f"{excerpt(response.headers.get('location') or '', 100)}: is {where} the API URL?")
+                                  f"{excerpt(_redact_urls(response.headers.get('location') or ''), 100)}: is {where} the API URL?")
         if status == 409:
             raise PrefectConflict(f"Prefect answered {method} {path} with a conflict (HTTP 409): {_detail(response)}")
         if status >= 400:
@@ -168,3 +175,8 @@ def _detail(response: httpx.Response) -> str:
             ))
         return excerpt(str(detail))
     return excerpt(str(body))
+
+
+def _redact_urls(text: str) -> str:
+    """Every URL in ``text`` through :func:`redact_url` (credentials and query values hidden)."""
+    return re.sub(r"[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+", lambda m: redact_url(m.group(0)), text)

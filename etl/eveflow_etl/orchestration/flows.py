@@ -14,6 +14,7 @@ the counts per region (see :mod:`eveflow_etl.orchestration.summary`).
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from eveflow_etl.load.gate import CommitGate
 from eveflow_etl.orchestration.summary import (
     COUNT_FIELDS,
     RegionOutcome,
@@ -74,6 +76,7 @@ def load_region(
     report = run_etl(
         source, [region], types, resolve_dsn(destination, None, settings),
         schema=db_schema, table=table, pipeline_name=pipeline_name, settings=settings,
+        gate=_commit_gate(),
     )
     for note in report.notes:  # e.g. an EVE Ref day loaded unverified: in the run's log, not only the ledger
         get_run_logger().warning("region %s: %s", region, note)
@@ -134,10 +137,26 @@ def _run_regions(regions: list[int], common: dict[str, Any], retries: int, retry
     return outcomes
 
 
+# One commit gate per flow run of this process: the region threads load through it, and the
+# flow closes it before it reports regions timed out, so an abandoned thread never commits after.
+_GATES: dict[str, CommitGate] = {}
+_GATES_LOCK = threading.Lock()
+
+
+def _commit_gate() -> CommitGate:
+    from prefect.runtime import flow_run
+
+    key = str(flow_run.id or "")
+    with _GATES_LOCK:
+        return _GATES.setdefault(key, CommitGate())
+
+
 def _abandon_running_tasks() -> None:
-    """Over budget: let the flow end without waiting for the task threads still running."""
+    """Over budget: let the flow end without waiting for the task threads still running; close
+    the commit gate first, so none of them commits after the run reports them timed out."""
     from prefect.context import FlowRunContext
 
+    _commit_gate().close()
     context = FlowRunContext.get()
     if context is not None and isinstance(context.task_runner, _BudgetedThreadPoolTaskRunner):
         context.task_runner.abandon_running = True
@@ -195,13 +214,15 @@ def eve_maintenance(
     retention_days: int = 30,
     cache_max_age_days: int = 7,
     pipeline_name: str = "adhoc",
+    closed_order_retention_days: int = 90,
 ) -> dict[str, int]:
-    """Prune quarantine and ledger rows older than ``retention_days``, ANALYZE, trim the ESI cache."""
+    """Prune quarantine and ledger rows older than ``retention_days`` and orders closed more than
+    ``closed_order_retention_days`` ago, ANALYZE, trim the ESI cache."""
     from eveflow_etl.orchestration.maintenance import run_maintenance
 
     result = run_maintenance(destination=destination, schema=db_schema, table=table, source=source,
                              retention_days=retention_days, cache_max_age_days=cache_max_age_days,
-                             pipeline_name=pipeline_name)
+                             pipeline_name=pipeline_name, closed_order_retention_days=closed_order_retention_days)
     get_run_logger().info("maintenance: %s", ", ".join(f"{k}={v}" for k, v in result.items()))
     return result
 

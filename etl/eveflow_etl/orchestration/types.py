@@ -37,6 +37,8 @@ class PrefectConnection:
     api_url: str
     api_key: str | None = field(default=None, repr=False)  # Prefect Cloud: bearer token
     auth_string: str | None = field(default=None, repr=False)  # self-hosted basic auth "user:pass"
+    # Whole time of one API call (the operator's prefectTimeoutSeconds); None: the client default.
+    timeout_seconds: float | None = None
 
     @property
     def safe_url(self) -> str:

@@ -110,7 +110,16 @@ def _ranges(numbers: list[int]) -> str:
 def _pull_once(client: EsiClient, settings: EtlSettings, url: str, region_id: int,
                revalidate: bool) -> list[_Page]:
     first = _page(client, url, region_id, 1, revalidate)  # learns X-Pages of its build
-    rest = bounded_map(lambda n: _page(client, url, region_id, n, revalidate), range(2, (first.pages or 1) + 1),
+    # Without a page count the book's size is unknown: taking page 1 as the whole book would
+    # close every order on the other pages.
+    if first.pages is None or first.pages < 1:
+        raise SourceError(f"ESI orders of region {region_id}: page 1 has no numeric X-Pages header; "
+                          f"nothing of this region's snapshot was loaded")
+    if first.pages > settings.esi_orders_max_pages:
+        raise SourceError(f"ESI orders of region {region_id}: X-Pages {first.pages} is more than "
+                          f"EVEFLOW_ESI_ORDERS_MAX_PAGES ({settings.esi_orders_max_pages}); nothing of this "
+                          f"region's snapshot was loaded")
+    rest = bounded_map(lambda n: _page(client, url, region_id, n, revalidate), range(2, first.pages + 1),
                        settings.esi_max_concurrency)
     pages = [first, *rest]
     reason = _mixed(pages)

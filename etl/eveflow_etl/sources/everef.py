@@ -28,6 +28,7 @@ import pandas as pd
 from eveflow_etl.datasets import SourceKind
 from eveflow_etl.errors import SourceError
 from eveflow_etl.esi import EsiClient
+from eveflow_etl.esi.bounded import CappedReader, TooLarge, declared_length
 from eveflow_etl.esi.cache import remove_file
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.sources import SourceBatch
@@ -62,7 +63,7 @@ def fetch_everef(client: EsiClient, settings: EtlSettings, regions: Sequence[int
     rows_read = 0
     last_region = regions[0] if regions else UNKNOWN_REGION
     with _local_copy(client, cache, url) as fh:
-        for chunk in _read_csv(fh, url, settings.chunk_rows):
+        for chunk in _read_csv(fh, url, settings.chunk_rows, settings.everef_max_decompressed_bytes):
             rows_read += len(chunk)
             for batch in _split(chunk, region_set, type_set):
                 last_region = batch.region_id
@@ -91,7 +92,7 @@ def _local_copy(client: EsiClient, cache: EverefCache, url: str) -> Iterator[Bin
             elif resp.status_code != 200:
                 raise SourceError(f"EVE Ref history file {url}: HTTP {resp.status_code}")
             else:
-                part = _download(client, cache, resp, url)
+                part = _download(client, cache, resp, url, client.settings.everef_max_download_bytes)
                 etag, last_modified = resp.headers.get("ETag"), resp.headers.get("Last-Modified")
         if part is None:
             fh: BinaryIO = entry.handle  # type: ignore[union-attr]
@@ -118,7 +119,11 @@ def _local_copy(client: EsiClient, cache: EverefCache, url: str) -> Iterator[Bin
             remove_file(part)
 
 
-def _download(client: EsiClient, cache: EverefCache, resp, url: str) -> Path:
+def _download(client: EsiClient, cache: EverefCache, resp, url: str, max_bytes: int) -> Path:
+    declared = declared_length(resp.headers)
+    if declared is not None and declared > max_bytes:
+        raise TooLarge(f"EVE Ref history file {url} announces {declared} bytes, more than "
+                       f"EVEFLOW_EVEREF_MAX_DOWNLOAD_BYTES ({max_bytes}); nothing downloaded")
     part, out = cache.new_part(url)
     received = 0
     try:
@@ -126,6 +131,12 @@ def _download(client: EsiClient, cache: EverefCache, resp, url: str) -> Path:
             for block in resp.iter_content(_DOWNLOAD_BLOCK):
                 out.write(block)
                 received += len(block)
+                if received > max_bytes:
+                    raise TooLarge(f"EVE Ref history file {url} is larger than EVEFLOW_EVEREF_MAX_DOWNLOAD_BYTES "
+                                   f"({max_bytes}); download stopped")
+    except TooLarge:
+        remove_file(part)
+        raise
     except Exception as exc:  # noqa: BLE001 - connection dropped, timed out, disk full: one line
         remove_file(part)
         raise SourceError(f"EVE Ref history file {url} broke off after {received} bytes: "
@@ -135,10 +146,12 @@ def _download(client: EsiClient, cache: EverefCache, resp, url: str) -> Path:
     return part
 
 
-def _read_csv(fh: BinaryIO, url: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _read_csv(fh: BinaryIO, url: str, chunk_rows: int, max_bytes: int) -> Iterator[pd.DataFrame]:
     rows = 0
     try:
-        with bz2.BZ2File(fh) as raw:
+        with bz2.BZ2File(fh) as bz:
+            # A few kB of bz2 can expand to gigabytes: the limit is on what comes out.
+            raw = CappedReader(bz, max_bytes, f"EVE Ref history file {url}", "EVEFLOW_EVEREF_MAX_DECOMPRESSED_BYTES")
             # Columns by name: the header order changed over the years; http_last_modified is
             # missing from old files.
             reader = pd.read_csv(raw, chunksize=chunk_rows, usecols=lambda c: c in EVEREF_COLUMNS,

@@ -134,6 +134,10 @@ class Emulator:
         route = parse_path(request.path)
         record = self._record(request, route)
         request[_RECORD] = record
+        injected = self._injected(request, route)
+        if injected is not None:
+            record["status"] = injected.status
+            return injected
         try:
             resp = await self.dispatch(request, route)
         except ApiError as e:
@@ -145,6 +149,33 @@ class Emulator:
             resp = _json(ApiError("InternalError", f"emulator error: {e!r}").status(), 500)
         record["status"] = resp.status
         return resp
+
+    def _injected(self, request: web.Request, route: Route) -> web.Response | None:
+        """A fault from ``config["faults"]`` (fault matrix): each ``{"method", "resource",
+        "sub", "status", "count"}`` answers the next ``count`` matching requests with ``status``
+        (a Kubernetes Status body); ``"cut": true`` closes the connection without an answer."""
+        for fault in self.store.config.get("faults") or []:
+            if fault.get("count", 1) <= 0:
+                continue
+            if fault.get("method") and fault["method"] != request.method:
+                continue
+            if fault.get("resource") and fault["resource"] != route.plural:
+                continue
+            if "sub" in fault and (fault["sub"] or "") != (route.sub or ""):
+                continue
+            if fault.get("watch") is not None and bool(fault["watch"]) != (
+                    route.watch or request.query.get("watch") in ("true", "1")):
+                continue
+            fault["count"] = fault.get("count", 1) - 1
+            if fault.get("cut"):
+                if request.transport is not None:
+                    request.transport.close()
+                return web.Response(status=500)
+            code = int(fault.get("status", 500))
+            reason = {409: "Conflict", 429: "TooManyRequests", 503: "ServiceUnavailable"}.get(code, "InternalError")
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                          "message": f"injected {code}", "reason": reason, "code": code}, code)
+        return None
 
     def _record(self, request: web.Request, route: Route) -> dict:
         rec = {"time": time.time(), "method": request.method, "path": request.path,
@@ -385,7 +416,11 @@ class Emulator:
                           "watches": len(self.store.watches), "requests": len(self.requests),
                           "config": self.store.config})
         if what == "config" and request.method in ("PUT", "PATCH", "POST"):
-            self.store.config.update(await request.json())
+            body = await request.json()
+            if body.pop("cut_watches", False):  # end every open watch stream now (fault matrix)
+                for w in list(self.store.watches):
+                    w.queue.put_nowait(_STOP)
+            self.store.config.update(body)
             return _json(self.store.config)
         return _json(_not_found_path().status(), 404)
 
