@@ -10,10 +10,12 @@ How a container runs here (measured on these machines, buildah 1.28 from Debian)
   ``docker run IMAGE ARGS`` does.
 - ``buildah run`` has no ``--read-only``: the container's root directory is bind-mounted read-only
   onto itself in a private mount namespace (``unshare -m``) that buildah then runs in, so every
-  write outside the tmpfs at /tmp and the volumes given fails, as under ``docker run --read-only``.
-  buildah bind-mounts /etc/hosts, /etc/resolv.conf, /etc/hostname and /run/.containerenv and
-  cannot create those mount points on a read-only root: they are created (empty) in the working
-  container first, never in the image.
+  write outside /tmp and the volumes given fails, as under ``docker run --read-only --tmpfs /tmp``
+  (the chart's pods get /tmp from an emptyDir).
+  buildah bind-mounts /etc/hosts, /etc/resolv.conf and /etc/hostname and cannot create those
+  mount points on a read-only root: they are created (empty) in the working container first,
+  never in the image. It also creates /run/.containerenv and removes it when the command ends
+  (on a read-only /run the removal fails and buildah 1.28 panics): /run is a tmpfs here.
 """
 
 from __future__ import annotations
@@ -29,9 +31,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 STORAGE = ["--storage-driver", os.environ.get("STORAGE_DRIVER", "vfs")]
-MOUNT_POINTS = ("etc/hosts", "etc/resolv.conf", "etc/hostname", "run/.containerenv")
-# Bind the container's root read-only onto itself, then hand over to buildah ($0 is the root).
-_READ_ONLY_ROOT = 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" && exec "$@"'
+MOUNT_POINTS = ("etc/hosts", "etc/resolv.conf", "etc/hostname")
+# Bind the container's root read-only onto itself, a fresh tmpfs on /tmp and /run, then hand over
+# to buildah ($0 is the root).
+_READ_ONLY_ROOT = ('mount --bind "$0" "$0" && mount -o remount,bind,ro "$0"'
+                   ' && mount -t tmpfs -o mode=1777,nosuid,nodev tmpfs "$0/tmp"'
+                   ' && mount -t tmpfs -o mode=755,nosuid,nodev tmpfs "$0/run" && exec "$@"')
 
 
 def buildah(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -113,7 +118,7 @@ class Container:
     def argv(self, args: list[str], *, env: dict[str, str] | None = None,
              volumes: dict[str, str] | None = None, entrypoint: bool = True) -> list[str]:
         command = [*(self.image.entrypoint if entrypoint else []), *args]
-        run = ["buildah", *STORAGE, "run", "--isolation", "chroot", "--mount", "type=tmpfs,destination=/tmp"]
+        run = ["buildah", *STORAGE, "run", "--isolation", "chroot"]
         for key, value in (env or {}).items():
             run += ["--env", f"{key}={value}"]
         for host, inside in (volumes or {}).items():

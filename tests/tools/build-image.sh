@@ -16,7 +16,7 @@ base=$(bash tests/tools/build-base-image.sh)
 
 # What the build sees: the Dockerfile, .dockerignore and the files .dockerignore lets through.
 key=$( { echo "$base"
-         sha256sum "$0" Dockerfile .dockerignore
+         sha256sum tests/tools/build-image.sh Dockerfile .dockerignore
          find pyproject.toml README.md etl operator -type f \
            ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path '*.egg-info/*' -print0 \
            | LC_ALL=C sort -z | xargs -0 sha256sum; } | sha256sum | cut -c1-12)
@@ -29,4 +29,8 @@ fi
 
 buildah "${storage[@]}" bud --isolation chroot --format docker --pull-never \
   --build-arg "PYTHON_IMAGE=$base" -t "$image" -f Dockerfile . >&2
+# Older builds of other content are not used again: drop them (vfs keeps full copies, ~0.8 GB each).
+buildah "${storage[@]}" images --format '{{.Name}}:{{.Tag}}' \
+  | grep '^localhost/eveflow:test-' | grep -vx "$image" \
+  | xargs -r buildah "${storage[@]}" rmi >/dev/null 2>&1 || true
 echo "$image"
