@@ -139,10 +139,17 @@ class Container:
         return proc
 
     @staticmethod
-    def stop(proc: subprocess.Popen, timeout: float = 20) -> int:
-        """SIGTERM to the whole process group (buildah and the container's processes), then SIGKILL."""
+    def stop(proc: subprocess.Popen, timeout: float = 30) -> int:
+        """What `docker stop` does: SIGTERM to the container's main process (the entrypoint, the
+        child of buildah's chroot-exec helper), its exit code back through buildah; SIGKILL to the
+        whole process group after ``timeout``. (SIGTERM to the whole group kills buildah's helpers
+        too: buildah then says "subprocess exited on killed" and exits 1, whatever the role did.)"""
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
+            main = _entrypoint_process(proc.pid)
+            if main is not None:
+                os.kill(main, signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGTERM)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -154,3 +161,22 @@ class Container:
         for proc in self._procs:
             self.stop(proc, timeout=5)
         buildah("rm", self.name, check=False)
+
+
+def _entrypoint_process(group: int) -> int | None:
+    """The pid, in process group ``group``, whose parent is buildah-chroot-exec."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")[0]
+        except OSError:
+            continue
+        if int(stat[2]) == group:  # pgrp
+            parents[int(entry.name)] = (int(stat[1]), cmdline)
+    for pid, (ppid, _) in parents.items():
+        if ppid in parents and parents[ppid][1].endswith(b"buildah-chroot-exec"):
+            return pid
+    return None

@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
+import socket
+import socketserver
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -41,16 +45,57 @@ def _wait(predicate, timeout: float, what: str, proc, log: Path):
     raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{log.read_text()[-4000:]}")
 
 
-def _postgres_for_the_container(pg_dsn: str) -> tuple[dict[str, str], dict[str, str]]:
-    """libpq variables and volumes: a server on a Unix socket (the embedded one) is reached
-    through its socket directory, mounted at the same path."""
+class _TcpToUnix:
+    """127.0.0.1:<port> relayed to a Unix socket. The embedded test server listens on a socket in
+    a directory only its own user may enter; a pod reaches PostgreSQL over TCP, and so does the
+    container through this relay (host network)."""
+
+    def __init__(self, path: str) -> None:
+        relay = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                with socket.socket(socket.AF_UNIX) as upstream:
+                    upstream.connect(path)
+                    relay.pump(self.request, upstream)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @staticmethod
+    def pump(a: socket.socket, b: socket.socket) -> None:
+        while True:
+            readable, _, _ = select.select([a, b], [], [])
+            for source in readable:
+                data = source.recv(65536)
+                if not data:
+                    return
+                (b if source is a else a).sendall(data)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def pg_for_the_container(pg_dsn):
+    """libpq variables with which the container reaches the test's database over TCP."""
     env = pg_env(pg_dsn)
-    host = conninfo_to_dict(pg_dsn).get("host") or ""
-    return env, ({host: host} if host.startswith("/") else {})
+    host = conninfo_to_dict(pg_dsn).get("host") or "127.0.0.1"
+    if not host.startswith("/"):
+        yield env
+        return
+    relay = _TcpToUnix(os.path.join(host, f".s.PGSQL.{env.get('PGPORT', '5432')}"))
+    try:
+        yield {**env, "PGHOST": "127.0.0.1", "PGPORT": str(relay.port)}
+    finally:
+        relay.close()
 
 
 def test_worker_from_the_image_runs_the_example_pipeline_into_postgres(
-    container, prefect_server, prefect_client_env, pg_dsn, esi_server, tmp_path
+    container, prefect_server, prefect_client_env, pg_dsn, pg_for_the_container, esi_server, tmp_path
 ) -> None:
     container.prepare_read_only_run()
     name, pool = f"img-{uuid.uuid4().hex[:6]}", f"img-pool-{uuid.uuid4().hex[:6]}"
@@ -59,7 +104,7 @@ def test_worker_from_the_image_runs_the_example_pipeline_into_postgres(
     document["spec"]["workPool"]["name"] = pool
     path = tmp_path / "pipeline.yaml"
     path.write_text(yaml.safe_dump(document))
-    pg_vars, volumes = _postgres_for_the_container(pg_dsn)
+    pg_vars = pg_for_the_container
     etl_env = {"EVEFLOW_ESI_BASE_URL": esi_server.esi_base_url, "EVEFLOW_ESI_BACKOFF_SECONDS": "0.01",
                "EVEFLOW_ESI_RATE_PER_SECOND": "100", "EVEFLOW_ESI_MAX_RETRIES": "2",
                "EVEFLOW_CONTACT": "tests@eveflow.invalid"}
@@ -82,7 +127,7 @@ def test_worker_from_the_image_runs_the_example_pipeline_into_postgres(
         log = tmp_path / "worker.log"
         proc = container.start(["worker", "--pool", pool, "--port", str(port), "--host", "127.0.0.1",
                                 "--poll-seconds", "1", "--limit", "1"],
-                               log, env=env, volumes={**volumes, str(data): "/data"})
+                               log, env=env, volumes={str(data): "/data"})
         try:
             _wait(lambda: _status(f"http://127.0.0.1:{port}/health") == 200, 120, "the worker's /health", proc, log)
             _wait(lambda: client.get(f"flow_runs/{flow_run['id']}").json()["state"]["type"]
