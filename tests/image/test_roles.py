@@ -179,7 +179,7 @@ def test_operator_from_the_image_reconciles_an_evepipeline(
     os.chmod(kubedir, 0o755)
     os.chmod(kubedir / "config", 0o644)
     health = free_port()
-    env = {"KUBECONFIG": "/var/run/eveflow-kube/config",
+    env = {"KUBECONFIG": "/mnt/config",
            "EVEFLOW_OPERATOR_PREFECT_API_URL": prefect_server.api_url,
            "EVEFLOW_OPERATOR_NAMESPACES": kube_namespace,
            "EVEFLOW_OPERATOR_RESYNC_SECONDS": "2", "EVEFLOW_OPERATOR_RESYNC_IDLE_SECONDS": "1",
@@ -187,7 +187,9 @@ def test_operator_from_the_image_reconciles_an_evepipeline(
            "EVEFLOW_OPERATOR_WORKER_IMAGE": "example.org/eveflow:test"}
     log = tmp_path / "operator.log"
     proc = container.start(["operator"], log, env=env,
-                           volumes={str(kubedir): "/var/run/eveflow-kube:ro"})
+                           # /mnt: a mount point must exist on the read-only root (and a
+                           # volume under the /run or /tmp tmpfs is not seen by the container).
+                           volumes={str(kubedir): "/mnt:ro"})
     name, pool = f"img-{uuid.uuid4().hex[:6]}", f"img-op-pool-{uuid.uuid4().hex[:6]}"
     try:
         _wait(lambda: _status(f"http://127.0.0.1:{health}/healthz") == 200, 120, "the operator's /healthz", proc, log)
