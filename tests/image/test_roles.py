@@ -95,7 +95,7 @@ def pg_for_the_container(pg_dsn):
 
 
 def test_worker_from_the_image_runs_the_example_pipeline_into_postgres(
-    container, prefect_server, prefect_client_env, pg_dsn, pg_for_the_container, esi_server, tmp_path
+    container, prefect_server, prefect_client_env, pg_dsn, pg_for_the_container, esi_server, tmp_path, capsys
 ) -> None:
     container.prepare_read_only_run()
     name, pool = f"img-{uuid.uuid4().hex[:6]}", f"img-pool-{uuid.uuid4().hex[:6]}"
@@ -147,7 +147,8 @@ def test_worker_from_the_image_runs_the_example_pipeline_into_postgres(
     assert [(r[0], r[1]) for r in ledger] == [([region], "succeeded") for region in sorted(regions)]
     rows = sum(r[1] for r in loaded)
     assert sum(r[2] for r in ledger) == rows
-    print(f"\nflow run {flow_run['id']} from the image loaded {rows} rows into eve.market_history")
+    with capsys.disabled():
+        print(f"\nflow run {flow_run['id']} from the image loaded {rows} rows into eve.market_history")
     # The worker wrote its ESI cache where the targets mount the volume, as the runtime user.
     assert any(p.stat().st_uid == RUNTIME_UID for p in data.rglob("*")), list(data.rglob("*"))
 
