@@ -17,6 +17,17 @@ fi
 
 bash tests/tools/fetch-helm.sh .cache/tools
 
+# The image tests (marker `image`) build the Dockerfile with buildah on a debootstrap base image:
+# both come from Debian's packages. Without them those tests skip, saying why.
+if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q buildah debootstrap; } >/dev/null \
+      || echo "tests/run.sh: apt-get could not install buildah and debootstrap: the image tests will skip" >&2
+  else
+    echo "tests/run.sh: no apt-get as root here: buildah cannot be installed, the image tests will skip" >&2
+  fi
+fi
+
 export PATH="$PWD/.venv/bin:$PWD/.cache/tools/bin:$PATH"
 export EVEFLOW_REPO_ROOT="$PWD"
 

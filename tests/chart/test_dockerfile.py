@@ -11,11 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from .conftest import ROOT
 
-pytestmark = pytest.mark.helm
+# No marker: these read the Dockerfile and run hadolint (the [test] extra), they need no helm.
+# The image built from it and run is tests/image/ (marker `image`).
 
 DOCKERFILE = ROOT / "Dockerfile"
 TEXT = DOCKERFILE.read_text()
