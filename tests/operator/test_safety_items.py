@@ -26,7 +26,9 @@ def _cloud_pipeline():
 
 
 def _secret(**data):
-    return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+    # opted in as Prefect credentials (the tenant boundary refuses any other Secret first)
+    return {"metadata": {"labels": {"eveflow.dev/prefect-credentials": "true"}},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
 
 
 async def test_a_missing_secret_key_is_reported_without_the_secrets_other_key_names():
