@@ -103,8 +103,8 @@ def test_restricted_pod_security_admits_the_worker_pods(kube, operator) -> None:
     kube.create_namespace(ns, labels=RESTRICTED)
     try:
         kube.kubectl(*_readme_secret_command(), "-n", ns)
-        for file in ("pipeline.yaml", "pipeline-kubernetes.yaml"):
-            doc = example(file, pool=f"psa-{file[:10]}-{ns}")
+        for i, file in enumerate(("pipeline.yaml", "pipeline-kubernetes.yaml")):
+            doc = example(file, pool=f"psa{i}-{ns}")
             apply(kube, ns, doc)
             name = doc["metadata"]["name"]
             cr = wait_condition(kube, ns, name, reason="Ready", timeout=60)
