@@ -4,7 +4,6 @@ kubernetes Python client, a `kopf run` subprocess and helm."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -76,6 +75,12 @@ spec:
         ports: [{containerPort: 80}]
         env: [{name: A, value: "1"}]
 """
+
+
+@pytest.fixture(scope="module")
+def kube(kube_emulator):
+    """These tests are the emulator's own: they run on it, not on the real control plane."""
+    return kube_emulator
 
 
 @pytest.fixture(scope="module")
@@ -471,4 +476,3 @@ def test_request_record_names_rbac_verbs(kube, kube_namespace):
     assert [r["verb"] for r in recs][:2] == ["list", "create"]
     assert recs[0]["namespace"] == ns and recs[0]["group"] == "" and recs[0]["status"] == 200
     assert {r["verb"] for r in recs} >= {"list", "create", "delete"}
-    assert os.environ["KUBECONFIG"] == str(kube.kubeconfig)

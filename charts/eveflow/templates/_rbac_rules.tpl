@@ -1,6 +1,6 @@
 {{/*
 RBAC rules: exactly the API calls the operator makes (tests/chart/test_rbac.py runs the operator
-from this chart against the API emulator and compares its recorded requests with these rules).
+from this chart as its ServiceAccount on a real kube-apiserver and compares the audit log with these rules).
 */}}
 
 {{/* Rules in every namespace the operator manages (ClusterRole when cluster-wide, else Roles). */}}

@@ -71,7 +71,8 @@ JOB_RESOURCE_DEFAULTS = {"cpu_request": "250m", "memory_request": "512Mi", "memo
 
 def _add_env_from_variable(template: dict[str, Any]) -> None:
     """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``,
-    and the container the entrypoint that runs Prefect's command.
+    the container the entrypoint that runs Prefect's command, and the pod the securityContext
+    Pod Security's "restricted" level requires.
 
     Prefect's default template only has ``env`` (literal values); flow-run Jobs need the
     destination's credentials, which must come from a Secret reference, never a literal. The pod
