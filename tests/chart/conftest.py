@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -83,27 +82,3 @@ def one(manifests: list[dict], kind: str, name: str | None = None) -> dict:
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {[m['metadata']['name'] for m in found]}"
     return found[0]
 
-
-@dataclass
-class ArgoHealth:
-    """Argo CD's health-script runner (tests/tools/argocd-health, gopher-lua like Argo CD)."""
-
-    binary: str
-    script: Path = CHART / "argocd" / "health.lua"
-
-    def __call__(self, obj: dict, *, open_libs: bool = False) -> dict:
-        """The health Argo CD would show for ``obj`` with the shipped health.lua installed in argocd-cm."""
-        args = [self.binary, *(["-open-libs"] if open_libs else []), str(self.script)]
-        result = subprocess.run(args, input=json.dumps(obj), capture_output=True, text=True, timeout=30)
-        if result.returncode != 0:
-            raise AssertionError(f"Argo CD would fail this health check (shown as Unknown):\n{result.stderr}")
-        return json.loads(result.stdout)
-
-
-@pytest.fixture(scope="session")
-def argo_health() -> ArgoHealth:
-    build = subprocess.run(["bash", str(ROOT / "tests" / "tools" / "build-argocd-health.sh")],
-                           capture_output=True, text=True, timeout=600)
-    if build.returncode != 0:
-        pytest.fail(f"building tests/tools/argocd-health failed:\n{build.stderr}")
-    return ArgoHealth(build.stdout.strip().splitlines()[-1])

@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from .conftest import CHART, ROOT, ArgoHealth
+from tests.fixtures.argocd import ArgoHealth
+
+from .conftest import CHART, ROOT
 
 pytestmark = pytest.mark.helm
 
