@@ -27,6 +27,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -198,7 +199,7 @@ class Cluster:
     admin_kubeconfig: Path
     operator_kubeconfig: Path
     mark: Callable[[], object]
-    operator_requests_since: Callable[[object], int]
+    operator_requests_since: Callable[[object], list[str]]  # "verb resource[/sub]" per request
     stop: Callable[[], None]
 
 
@@ -212,10 +213,11 @@ def emulator_cluster(tmp: Path) -> Cluster:
     Api.from_kubeconfig(kubeconfig, tmp).call("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
     time.sleep(0.5)
 
-    def operator_requests_since(t: object) -> int:
+    def operator_requests_since(t: object) -> list[str]:
         # Everything but the bench's own calls (urllib) is the operator's.
-        return sum(1 for r in list(emulator.emulator.requests)
-                   if r["time"] >= t and "Python-urllib" not in r["user_agent"])
+        return [f"{r['verb']} {r['resource']}{'/' + r['subresource'] if r['subresource'] else ''}"
+                for r in list(emulator.emulator.requests)
+                if r["time"] >= t and "Python-urllib" not in r["user_agent"]]
 
     return Cluster("emulator", kubeconfig, kubeconfig, time.time, operator_requests_since, emulator.stop)
 
@@ -245,8 +247,15 @@ def real_cluster(tmp: Path) -> Cluster:
     except BaseException:
         cp.stop()
         raise
-    return Cluster("real", cp.kubeconfig, identity, cp.audit_offset,
-                   lambda offset: len(cp.audit(offset, user=user)), cp.stop)
+    def operator_requests_since(offset: object) -> list[str]:
+        out = []
+        for event in cp.audit(offset, user=user):
+            ref = event.get("objectRef") or {}
+            sub = f"/{ref['subresource']}" if ref.get("subresource") else ""
+            out.append(f"{event['verb']} {ref.get('resource', event.get('requestURI'))}{sub}")
+        return out
+
+    return Cluster("real", cp.kubeconfig, identity, cp.audit_offset, operator_requests_since, cp.stop)
 
 
 def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy, sizes: list[int]) -> Figures:
@@ -294,7 +303,8 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
         figures.idle_seconds = time.monotonic() - idle_start
         figures.idle_writes = proxy.write_count
         figures.idle_reads = len(proxy.reads) + len(proxy.filter_reads)
-        figures.idle_api_requests = cluster.operator_requests_since(since)
+        requests = cluster.operator_requests_since(since)
+        figures.idle_api_requests = len(requests)
         figures.rss_mb = psutil.Process(operator.pid).memory_info().rss / 2**20
         per_minute = figures.idle_api_requests / figures.pipelines / (figures.idle_seconds / 60)
         print(f"  [{cluster.name}] idle {figures.idle_seconds:.0f}s (resync {RESYNC:.0f}s) with "
@@ -302,6 +312,8 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
               f"Prefect reads, {figures.idle_api_requests} operator API requests "
               f"({per_minute:.2f} per pipeline per idle minute); "
               f"operator RSS {figures.rss_mb:.0f} MiB", flush=True)
+        print("  idle API requests by kind: " + ", ".join(f"{k} x{n}" for k, n in Counter(requests).most_common(8)),
+              flush=True)
         return figures
     finally:
         watch.stop()
