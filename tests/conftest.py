@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.esi",
     "tests.fixtures.prefect",
     "tests.fixtures.kube",
+    "tests.fixtures.control_plane",
 ]
 
 

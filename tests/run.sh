@@ -2,7 +2,7 @@
 # The project's test command (README, .ci/run). On a fresh Debian machine with Python 3.11 it
 # installs everything the suite needs -- the package and test tools into .venv, the helm binary
 # into .cache/tools -- then runs pytest. PostgreSQL, the Prefect server, the local ESI server and
-# the Kubernetes API emulator are started by the test fixtures themselves.
+# the Kubernetes control plane are started by the test fixtures themselves.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +16,12 @@ fi
 .venv/bin/uv pip install -q --python .venv/bin/python --compile-bytecode -e '.[test]'
 
 bash tests/tools/fetch-helm.sh .cache/tools
+# The Kubernetes control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok), built
+# from Go modules on the first run (minutes), then reused from .cache/tools.
+if [ -z "${EVEFLOW_CONTROL_PLANE_DIR:-}" ]; then
+  EVEFLOW_CONTROL_PLANE_DIR="$(bash tests/tools/build-control-plane.sh .cache/tools | tail -n 1)"
+  export EVEFLOW_CONTROL_PLANE_DIR
+fi
 
 export PATH="$PWD/.venv/bin:$PWD/.cache/tools/bin:$PATH"
 export EVEFLOW_REPO_ROOT="$PWD"

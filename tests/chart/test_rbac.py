@@ -1,11 +1,12 @@
 """The chart's RBAC is exactly what the operator uses.
 
-`helm install` of the chart into the Kubernetes API emulator, then the operator started from the
-Deployment helm created there (its command, args and env, nothing added but the kubeconfig that
-stands in for the in-cluster ServiceAccount token) reconciles EvePipelines through their whole
-life against a real Prefect server. The emulator records every request with the verb RBAC would
-check; every (group, resource, verb) the operator used must be granted by the rendered
-ClusterRole, and every granted one must have been used -- except the documented few below.
+`helm install` of the chart into the real control plane (tests/fixtures/control_plane.py), then
+the operator started from the Deployment helm created there (its command, args and env, nothing
+added but a kubeconfig holding a token of the chart's ServiceAccount, which stands in for the
+in-cluster token) reconciles EvePipelines through their whole life against a real Prefect server.
+The API server authorises every call with RBAC (a verb missing from the chart is a 403 and the
+lifecycle below fails) and its audit log records each one; every granted (group, resource, verb)
+must appear in that log -- except the documented few below.
 """
 
 from __future__ import annotations
@@ -31,15 +32,15 @@ pytestmark = [pytest.mark.helm, pytest.mark.k8s, pytest.mark.prefect]
 
 RELEASE = "rbac"
 NAMESPACE = "eveflow-rbac"
-OPERATOR_AGENTS = ("kopf", "eveflow-operator")
 
-# Granted but not expected in the record, each for a reason the emulator cannot show:
+# Granted but not in the audit log as a request of their own, each checked by the API server
+# inside another request (removing any of them makes this module's lifecycle test fail):
 GRANTED_UNUSED_OK = {
-    # OwnerReferencesPermissionEnforcement: ownerReferences with blockOwnerDeletion need update on
-    # the owner's finalizers. An admission check on a real API server, not a request.
+    # OwnerReferencesPermissionEnforcement (enabled on the test control plane): ownerReferences
+    # with blockOwnerDeletion need update on the owner's finalizers -- an admission check.
     ("eveflow.dev", "evepipelines/finalizers", "update"),
     # Server-side apply of an object that does not exist yet is authorised as create as well as
-    # patch by a real API server; the request itself is a PATCH.
+    # patch; the request itself (and its audit event) is a PATCH.
     ("apps", "deployments", "create"),
     ("", "serviceaccounts", "create"),
     ("rbac.authorization.k8s.io", "roles", "create"),
@@ -82,11 +83,11 @@ def _ready(kube, ns: str, name: str, status: str = "True", reason: str | None = 
 
 @pytest.fixture(scope="module")
 def installed(kube, prefect_server):
-    """`helm install` of the chart into the emulator; returns the rendered-and-stored objects."""
+    """`helm install` of the chart into the control plane; returns the ports the operator uses."""
     metrics_port, health_port = _free_port(), _free_port()
     kube.helm(
         "install", RELEASE, str(CHART), "-n", NAMESPACE, "--create-namespace",
-        "--disable-openapi-validation", "--wait", "--timeout", "60s",
+        "--wait", "--timeout", "120s",
         "--set", f"prefect.apiUrl={prefect_server.api_url}",
         "--set", "operator.resyncPeriodSeconds=2", "--set", "operator.resyncJitterSeconds=0",
         "--set", f"operator.metricsPort={metrics_port}", "--set", f"operator.healthPort={health_port}",
@@ -113,6 +114,8 @@ def operator_from_chart(kube, installed, tmp_path_factory):
         assert "value" in entry, f"{entry['name']}: only literal env is expected on the operator"
         env[entry["name"]] = entry["value"]
     env["PREFECT_HOME"] = str(tmp_path_factory.mktemp("prefect-home"))  # the pod's /tmp emptyDir
+    # The pod's ServiceAccount token, as a kubeconfig (the in-cluster config outside a pod).
+    env["KUBECONFIG"] = str(kube.kubeconfig_for(NAMESPACE, deployment["spec"]["template"]["spec"]["serviceAccountName"]))
     argv = [shutil.which(container["command"][0], path=str(Path(sys.executable).parent)) or container["command"][0],
             *container.get("args", [])]
     log = tmp_path_factory.mktemp("operator") / "operator.log"
@@ -173,8 +176,10 @@ def test_rendered_rbac_covers_exactly_what_the_operator_calls(kube, installed, o
     for name in ("rbac-k8s", "rbac-broken"):
         kube.kubectl("delete", "evp", name, "-n", ns, "--wait=true", "--timeout=30s")
 
-    records = [r for r in kube.requests()
-               if any(agent in (r.get("user_agent") or "") for agent in OPERATOR_AGENTS)]
+    sa = _stored(kube, "deployments", "apps", NAMESPACE, f"{RELEASE}-eveflow")["spec"]["template"]["spec"]["serviceAccountName"]
+    records = kube.requests(user=f"system:serviceaccount:{NAMESPACE}:{sa}")
+    forbidden = sorted({(r["verb"], r["group"], r["resource"], r["subresource"]) for r in records if r["code"] == 403})
+    assert not forbidden, f"the API server refused the operator (a rule missing from the chart): {forbidden}"
     assert records, "no requests recorded from the operator"
     used = {((r["group"] or ""), r["resource"] + (f"/{r['subresource']}" if r["subresource"] else ""), r["verb"])
             for r in records if not r["non_resource"]}

@@ -11,17 +11,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .e2e import CRD, RESYNC, ROOT, RunningOperator, free_port, wait_healthy
+from .e2e import CRD, RESYNC, ROOT, RunningOperator, chart_rbac, free_port, wait_healthy
+
+OPERATOR_NAMESPACE = "eveflow-e2e"
 
 
 @pytest.fixture(scope="module")
 def operator(kube, _prefect_counting_proxy, tmp_path_factory):
-    """`eveflow operator` against the emulator; Prefect through the counting proxy."""
+    """`eveflow operator` on the real control plane, as the chart's ServiceAccount (its RBAC from
+    `helm template charts/eveflow`); Prefect through the counting proxy."""
     kube.kubectl("apply", "-f", str(CRD))
-    kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", check=False).returncode == 0, what="CRD served")
+    kube.kubectl("wait", "--for=condition=Established", "crd/evepipelines.eveflow.dev", "--timeout=60s")
+    kube.forget_discovery()
+    user, _ = chart_rbac(kube, "eveflow", OPERATOR_NAMESPACE)
+    identity = kube.kubeconfig_for(OPERATOR_NAMESPACE, user.rsplit(":", 1)[1])
     log = Path(os.environ.get("EVEFLOW_OPERATOR_TEST_LOG") or tmp_path_factory.mktemp("operator") / "operator.log")
     health_port = free_port()
-    env = {**kube.env,
+    env = {**kube.env, "KUBECONFIG": str(identity),
            "EVEFLOW_OPERATOR_PREFECT_API_URL": _prefect_counting_proxy.api_url,
            "EVEFLOW_OPERATOR_RESYNC_SECONDS": str(RESYNC),
            "EVEFLOW_OPERATOR_RESYNC_JITTER_SECONDS": "0.5",
@@ -37,7 +43,7 @@ def operator(kube, _prefect_counting_proxy, tmp_path_factory):
                                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
         wait_healthy(proc, health_port, log)
-        yield RunningOperator(proc, log)
+        yield RunningOperator(proc, log, user)
     finally:
         proc.terminate()
         try:

@@ -23,6 +23,7 @@ USER_AGENTS = ("kopf", "eveflow-operator")
 class RunningOperator:
     proc: subprocess.Popen
     log: Path  # everything the operator printed (kopf's log)
+    user: str = ""  # its Kubernetes identity (the chart's ServiceAccount)
 
     def log_since(self, offset: int) -> str:
         with self.log.open("rb") as f:
@@ -34,6 +35,22 @@ class RunningOperator:
 
 
 # --- helpers ------------------------------------------------------------------------------------
+
+
+def chart_rbac(kube, release: str, namespace: str, *helm_args: str) -> tuple[str, list[dict]]:
+    """Apply the operator's ServiceAccount, ClusterRole(s), Role(s) and bindings exactly as
+    `helm template charts/eveflow` renders them (nothing else of the chart). Returns the
+    ServiceAccount's user name and the applied documents."""
+    out = kube.helm("template", release, str(ROOT / "charts" / "eveflow"), "-n", namespace,
+                    *helm_args).stdout
+    docs = [d for d in yaml.safe_load_all(out) if d and d["kind"] in (
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding")]
+    assert any(d["kind"] == "ClusterRole" for d in docs), "the chart rendered no ClusterRole"
+    if kube.api("GET", f"/api/v1/namespaces/{namespace}")[0] == 404:
+        kube.create_namespace(namespace)
+    kube.kubectl("apply", "-f", "-", input=json.dumps({"apiVersion": "v1", "kind": "List", "items": docs}))
+    (sa,) = [d for d in docs if d["kind"] == "ServiceAccount"]
+    return f"system:serviceaccount:{namespace}:{sa['metadata']['name']}", docs
 
 
 def free_port() -> int:
@@ -122,12 +139,12 @@ def kobj(kube, kind: str, ns: str, name: str) -> dict | None:
 
 
 def mark_available(kube, ns: str, name: str) -> None:
-    """What the deployment controller writes once the worker's pods are ready."""
-    live = kobj(kube, "deployment", ns, name)
-    n = live["spec"]["replicas"]
-    status = {"observedGeneration": live["metadata"]["generation"], "replicas": n, "updatedReplicas": n,
-              "readyReplicas": n, "availableReplicas": n,
-              "conditions": [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]}
-    code, body = kube.api("PATCH", f"/apis/apps/v1/namespaces/{ns}/deployments/{name}/status",
-                          {"status": status}, content_type="application/merge-patch+json")
-    assert code == 200, body
+    """Let the worker's pods run: uncordon the simulated nodes; the scheduler places the pods,
+    kwok makes them Ready, the Deployment controller marks the Deployment Available."""
+    kube.uncordon_nodes()
+
+    def available():
+        d = kobj(kube, "deployment", ns, name) or {}
+        return any(c["type"] == "Available" and c["status"] == "True"
+                   for c in (d.get("status") or {}).get("conditions") or [])
+    kube.wait_for(available, timeout=60, what=f"deployment {ns}/{name} Available")

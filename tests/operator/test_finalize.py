@@ -62,7 +62,7 @@ def _rbac_left(kube, namespace: str) -> set[str]:
 
 def _finalize(kube, body: dict[str, Any], retry: int = 0, **settings: Any):
     async def run():
-        api = KubeApi(kube.url, {}, False)
+        api = KubeApi(kube.url, {}, kube.ssl_context())
         try:
             return await Reconciler(OperatorSettings(**settings), api).finalize(body, retry)
         finally:

@@ -47,7 +47,7 @@ def no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def _drive(kube, step: Callable[[Reconciler], Awaitable[Any]]) -> Any:
     async def run():
-        api = KubeApi(kube.url, {}, False)
+        api = KubeApi(kube.url, {}, kube.ssl_context())
         try:
             return await step(Reconciler(OperatorSettings(), api))
         finally:

@@ -31,7 +31,7 @@ def test_worker_event_waits_for_the_pass_status_kopf_has_not_written_yet(kube, k
     kube.configure(mark_deployments_available=False)
 
     async def scenario() -> dict:
-        api = KubeApi(kube.url, {}, False)
+        api = KubeApi(kube.url, {}, kube.ssl_context())
         reconciler = Reconciler(OperatorSettings(prefect_api_url=prefect_server.api_url), api)
         try:
             body = await api.get(cr_path)
