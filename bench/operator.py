@@ -116,7 +116,12 @@ class ReadyWatch:
         self.first_ready: dict[str, float] = {}
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        status, listing = api.call("GET", EVP)
+        deadline = time.monotonic() + 60
+        while True:  # a new CRD's storage answers 429 for a moment
+            status, listing = api.call("GET", EVP)
+            if status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert status == 200, listing
         self._rv = listing["metadata"]["resourceVersion"]
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -268,7 +273,9 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
            "EVEFLOW_OPERATOR_PREFECT_API_URL": prefect_api_url,
            "EVEFLOW_OPERATOR_RESYNC_SECONDS": str(RESYNC), "EVEFLOW_OPERATOR_RESYNC_JITTER_SECONDS": "1",
            "EVEFLOW_OPERATOR_RESYNC_IDLE_SECONDS": "1", "EVEFLOW_OPERATOR_METRICS_PORT": "0",
-           "EVEFLOW_OPERATOR_HEALTH_PORT": str(health), "EVEFLOW_OPERATOR_NAMESPACES": NS}
+           "EVEFLOW_OPERATOR_HEALTH_PORT": str(health)}
+    # Cluster-wide, as the chart installs it by default (its ClusterRole has no `list namespaces`:
+    # with EVEFLOW_OPERATOR_NAMESPACES set, kopf spends ~55 s retrying that list at start-up).
     figures = Figures()
     watch = ReadyWatch(api)
     with open(tmp / f"operator-{cluster.name}.log", "w") as log:
