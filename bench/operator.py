@@ -227,13 +227,25 @@ def emulator_cluster(tmp: Path) -> Cluster:
     return Cluster("emulator", kubeconfig, kubeconfig, time.time, operator_requests_since, emulator.stop)
 
 
-def real_cluster(tmp: Path) -> Cluster:
+def real_cluster(tmp: Path, instant_kubelet: bool) -> Cluster:
     """The real control plane (tests/fixtures/control_plane.py); the operator runs as the chart's
     ServiceAccount with the chart's RBAC, and its requests are counted in the audit log."""
-    from tests.fixtures.control_plane import start_control_plane
+    from tests.fixtures.control_plane import control_plane_dir, start_control_plane
     from tests.operator.e2e import chart_rbac
 
-    cp = start_control_plane(tmp)
+    home = control_plane_dir()
+    if instant_kubelet:
+        # kwok's general pod stages wait 1-5 s at each of create, init and ready, like a kubelet
+        # pulling and starting an image; without those delays the figures are the operator's and
+        # the control plane's alone.
+        stages = [doc for doc in yaml.safe_load_all((home / "kwok-stages.yaml").read_text()) if doc]
+        for stage in stages:
+            stage.get("spec", {}).pop("delay", None)
+        home = tmp / "control-plane-instant"
+        (home).mkdir()
+        (home / "bin").symlink_to(control_plane_dir() / "bin")
+        (home / "kwok-stages.yaml").write_text(yaml.safe_dump_all(stages))
+    cp = start_control_plane(tmp, home)
     try:
         # The session's two kwok nodes hold 110 pods each; 1,105 workers need room.
         for i in range(2):
@@ -358,6 +370,8 @@ def main() -> None:
     parser.add_argument("--clusters", default="real,emulator", help="comma-separated: real, emulator")
     parser.add_argument("--real-sizes", default="1,100,1000")
     parser.add_argument("--emulator-sizes", default="1,100")
+    parser.add_argument("--kubelet", choices=["instant", "kwok-general"], default="instant",
+                        help="simulated nodes: pods Ready at once, or after kwok's general stage delays (1-5 s at each of three stages)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="eveflow-bench-"))
     results: dict[str, Figures] = {}
@@ -373,7 +387,8 @@ def main() -> None:
             stack.callback(proxy.close)
             started = time.monotonic()
             (tmp / name).mkdir(parents=True)
-            cluster = (real_cluster if name == "real" else emulator_cluster)(tmp / name)
+            cluster = (real_cluster(tmp / name, args.kubelet == "instant") if name == "real"
+                       else emulator_cluster(tmp / name))
             print(f"{name}: cluster up in {time.monotonic() - started:.1f}s", flush=True)
             try:
                 sizes = [int(s) for s in (args.real_sizes if name == "real" else args.emulator_sizes).split(",")]
