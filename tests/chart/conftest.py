@@ -81,4 +81,3 @@ def one(manifests: list[dict], kind: str, name: str | None = None) -> dict:
     found = [m for m in by_kind(manifests, kind) if name is None or m["metadata"]["name"] == name]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {[m['metadata']['name'] for m in found]}"
     return found[0]
-
