@@ -25,6 +25,9 @@ def operator(kube, _prefect_counting_proxy, tmp_path_factory):
     kube.forget_discovery()
     user, _ = chart_rbac(kube, "eveflow", OPERATOR_NAMESPACE)
     identity = kube.kubeconfig_for(OPERATOR_NAMESPACE, user.rsplit(":", 1)[1])
+    # A fresh CRD's storage answers 429 for a moment; kopf would back off for seconds.
+    kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", kubeconfig=identity, check=False).returncode == 0,
+                  what="EvePipelines listable by the operator's identity")
     log = Path(os.environ.get("EVEFLOW_OPERATOR_TEST_LOG") or tmp_path_factory.mktemp("operator") / "operator.log")
     health_port = free_port()
     env = {**kube.env, "KUBECONFIG": str(identity),

@@ -102,7 +102,7 @@ def condition(cr: dict | None, type_: str = "Ready") -> dict:
 
 
 def wait_condition(kube, ns: str, name: str, status: str = "True", reason: str | None = None,
-                   generation: int | None = None, timeout: float = 15.0) -> dict:
+                   generation: int | None = None, timeout: float = 45.0) -> dict:
     def check():
         cr = get_cr(kube, ns, name)
         c = condition(cr)

@@ -56,12 +56,12 @@ t1=$(date +%s)
 (cd "$src/etcd" && go build "${flags[@]}" -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3)
 t2=$(date +%s)
 (cd "$src/kwok" && go build "${flags[@]}" -o "$tmp/bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
-# kwok's own "fast" node stages and general pod stages (pods Running/Ready once scheduled, Job
+# kwok's own "fast" node stages and "fast" pod stages (pods Running/Ready at once when scheduled, Job
 # pods Succeeded, deleted pods gone), taken from the module it was built from.
 kwok_dir="$(cd "$src/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"
 for f in "$kwok_dir"/kustomize/stage/node/fast/node-initialize.yaml \
          "$kwok_dir"/kustomize/stage/node/heartbeat/node-heartbeat.yaml \
-         "$kwok_dir"/kustomize/stage/pod/general/pod-*.yaml; do
+         "$kwok_dir"/kustomize/stage/pod/fast/pod-*.yaml; do
   echo "---"; cat "$f"
 done > "$tmp/kwok-stages.yaml"
 t3=$(date +%s)
@@ -69,5 +69,7 @@ t3=$(date +%s)
 rm -rf "$out"
 mv "$tmp" "$out"
 trap - EXIT
-echo "build-control-plane: built in $out: kubernetes $((t1 - t0)) s, etcd $((t2 - t1)) s, kwok $((t3 - t2)) s, total $((t3 - start)) s (cold)" >&2
+# Older builds (another version or script) are not used again.
+find "$cache_root" -maxdepth 1 -name 'control-plane-*' ! -name "$(basename "$out")" ! -name '*.tmp.*' -exec rm -rf {} +
+echo "build-control-plane: built in $out: kubernetes $((t1 - t0)) s, etcd $((t2 - t1)) s, kwok $((t3 - t2)) s, total $((t3 - start)) s" >&2
 echo "$out"
