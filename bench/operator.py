@@ -240,9 +240,9 @@ def real_cluster(tmp: Path, instant_kubelet: bool) -> Cluster:
 
     home = control_plane_dir()
     if instant_kubelet:
-        # kwok's general pod stages wait 1-5 s at each of create, init and ready, like a kubelet
-        # pulling and starting an image; without those delays the figures are the operator's and
-        # the control plane's alone.
+        # Pod stages with delays (kwok's general ones wait 1-5 s at each of create, init and ready,
+        # like a kubelet pulling and starting an image) would blur the operator's and the control
+        # plane's own time.
         stages = [doc for doc in yaml.safe_load_all((home / "kwok-stages.yaml").read_text()) if doc]
         for stage in stages:
             if stage["spec"]["resourceRef"]["kind"] == "Pod":  # nodes keep their heartbeat pace
@@ -376,8 +376,9 @@ def main() -> None:
     parser.add_argument("--clusters", default="real,emulator", help="comma-separated: real, emulator")
     parser.add_argument("--real-sizes", default="1,100,1000")
     parser.add_argument("--emulator-sizes", default="1,100")
-    parser.add_argument("--kubelet", choices=["instant", "kwok-general"], default="instant",
-                        help="simulated nodes: pods Ready at once, or after kwok's general stage delays (1-5 s at each of three stages)")
+    parser.add_argument("--kubelet", choices=["instant", "as-built"], default="instant",
+                        help="simulated nodes: pods Ready at once, or with the delays of the control plane's "
+                             "kwok-stages.yaml (kwok's general stages: 1-5 s at each of create, init, ready)")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="eveflow-bench-"))
     results: dict[str, Figures] = {}
