@@ -324,7 +324,14 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
                   f"p95={p95(times):.2f}s max={max(times):.2f}s", flush=True)
         figures.pipelines = 5 * (1 in sizes) + sum(s for s in sizes if s > 1)
 
-        time.sleep(10)  # let the last passes settle
+        # Idle means every pipeline Ready and its last pass written (bounded: a backlog is reported).
+        backlog_deadline = time.monotonic() + 300
+        while time.monotonic() < backlog_deadline and len(watch.first_ready) < figures.pipelines:
+            time.sleep(1)
+        if len(watch.first_ready) < figures.pipelines:
+            print(f"  [{cluster.name}] {figures.pipelines - len(watch.first_ready)} pipelines still not Ready: "
+                  "the idle minute below includes their passes", flush=True)
+        time.sleep(10)
         proxy.reset()
         since = cluster.mark()
         idle_start = time.monotonic()
