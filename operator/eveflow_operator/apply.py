@@ -13,7 +13,17 @@ from typing import Any, Mapping
 
 import kopf
 
-from eveflow_operator.kube import KubeApi, list_path, object_path
+from eveflow_operator.kube import KubeApi, KubeError, list_path, object_path
+
+
+class ForeignChild(KubeError):
+    """A child's name is taken by an object this EvePipeline does not own: taking it over would
+    hand someone else's object to the garbage collector when the pipeline is deleted."""
+
+    def __init__(self, kind: str, namespace: str, name: str, owner: str) -> None:
+        super().__init__(409, f"{kind} {namespace}/{name} already exists and does not belong to EvePipeline "
+                              f"{owner}; eveflow will not take it over (it would be deleted with the "
+                              f"pipeline): rename or delete that {kind}, or rename the EvePipeline")
 
 
 @dataclass
@@ -47,6 +57,11 @@ def owned(obj: dict[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def owned_by(obj: Mapping[str, Any], owner: Mapping[str, Any]) -> bool:
+    uid = owner["metadata"].get("uid")
+    return any(ref.get("uid") == uid for ref in obj.get("metadata", {}).get("ownerReferences") or [])
+
+
 async def apply_children(api: KubeApi, children: list[dict[str, Any]], owner: Mapping[str, Any],
                          field_manager: str) -> ApplyResult:
     result = ApplyResult()
@@ -54,6 +69,8 @@ async def apply_children(api: KubeApi, children: list[dict[str, Any]], owner: Ma
         desired = owned(child, owner)
         meta = desired["metadata"]
         live = await api.get(object_path(desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"]))
+        if live is not None and desired["metadata"].get("ownerReferences") and not owned_by(live, owner):
+            raise ForeignChild(desired["kind"], meta["namespace"], meta["name"], owner["metadata"]["name"])
         if live is None or not contains(live, desired):
             live = await api.apply(desired, field_manager)
             result.applied.append(f"{desired['kind']}/{meta['name']}")

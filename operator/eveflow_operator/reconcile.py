@@ -24,7 +24,7 @@ from eveflow_etl.orchestration.types import (
 from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, EvePipeline, parse_pipeline
 
 from eveflow_operator import status as st
-from eveflow_operator.apply import apply_children, delete_stale, find_labelled
+from eveflow_operator.apply import ForeignChild, apply_children, delete_stale, find_labelled
 from eveflow_operator.children import build_children
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
 from eveflow_operator.labels import owner_selector
@@ -180,7 +180,10 @@ class Reconciler:
             events.append(EventSpec("Normal", "PrefectSynced", "; ".join(result.actions)[:1000]))
 
         children = build_children(pipeline, self.settings, namespace)
-        applied = await apply_children(self.kube, children, body, self.settings.field_manager)
+        try:
+            applied = await apply_children(self.kube, children, body, self.settings.field_manager)
+        except ForeignChild as exc:  # retried: it heals once the user renames or removes that object
+            return stop(st.KUBERNETES_ERROR, str(exc))
         found = await self.find_rbac(meta["name"], namespace)
         deleted = await delete_stale(self.kube, stale_rbac(found, wanted_rbac(pipeline, namespace)))
         if applied.applied or deleted:

@@ -127,6 +127,8 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
                     # Only a kubernetes worker talks to the API (to create Jobs).
                     "automountServiceAccountToken": spec.work_pool.type == "kubernetes",
                     "terminationGracePeriodSeconds": 60,
+                    # Pod Security "restricted" (the image's user is 10001; enforced, not assumed).
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
                 },
             },

@@ -150,7 +150,7 @@ def test_delete_with_delete_and_orphan(kube, ns, prefect) -> None:
     apply(kube, ns, example(cr=kept, pool=f"po-{ns}", deletionPolicy="Orphan"))
     wait_condition(kube, ns, gone)
     wait_condition(kube, ns, kept)
-    kube.kubectl("delete", "evp", gone, kept, "-n", ns, "--wait=true", timeout=30)
+    kube.kubectl("delete", "evp", gone, kept, "-n", ns, "--wait=true", timeout=90)
     assert get_cr(kube, ns, gone) is None and get_cr(kube, ns, kept) is None
     assert deployment(prefect, gone) is None and deployment(prefect, f"{gone}-maintenance") is None
     assert pool(prefect, f"pd-{ns}") is None  # created by eveflow, used by nothing else
@@ -166,7 +166,7 @@ def test_two_pipelines_share_a_pool(kube, ns, prefect) -> None:
     apply(kube, ns, example(cr=b, pool=shared))
     wait_condition(kube, ns, a)
     wait_condition(kube, ns, b)
-    kube.kubectl("delete", "evp", a, "-n", ns, "--wait=true", timeout=30)
+    kube.kubectl("delete", "evp", a, "-n", ns, "--wait=true", timeout=90)
     assert deployment(prefect, a) is None
     assert pool(prefect, shared) is not None and deployment(prefect, b) is not None
     reasons = [e.get("message", "") for e in events(kube, ns, a) if e["reason"] == "Deleted"]
@@ -259,7 +259,7 @@ def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
                    if e["reason"] == "Applied" and "deleted" in e["message"]]
         assert any(first in m for m in deleted), deleted
 
-        kube.kubectl("delete", "evp", name, "-n", ns, "--wait=true", timeout=30)
+        kube.kubectl("delete", "evp", name, "-n", ns, "--wait=true", timeout=90)
         assert _rbac(kube, first) == set() and _rbac(kube, second) == set()
         kube.wait_for(lambda: not _rbac(kube, ns), timeout=30, what="nothing left in the pipeline's namespace")
     finally:

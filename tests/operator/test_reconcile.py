@@ -29,6 +29,22 @@ def _body(namespace: str, jobs: str | None = None) -> dict[str, Any]:
     return doc
 
 
+def _stored(kube, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` created in the API server: its children's ownerReferences name a real owner (the
+    garbage collector deletes children of an owner that does not exist)."""
+    kube.kubectl("apply", "-f", str(ROOT / "crds"))
+    kube.kubectl("wait", "--for=condition=Established", "crd/evepipelines.eveflow.dev", "--timeout=60s")
+    meta = body["metadata"]
+    doc = {**body, "metadata": {"name": meta["name"], "namespace": meta["namespace"]}}
+    path = f"/apis/eveflow.dev/v1alpha1/namespaces/{meta['namespace']}/evepipelines"
+    status, out = kube.api("POST", path, doc)
+    if status == 429:  # a fresh CRD's storage still initialising
+        status, out = kube.wait_for(lambda: (r := kube.api("POST", path, doc))[0] != 429 and r,
+                                    what="the EvePipeline stored")
+    assert status == 201, out
+    return out
+
+
 @pytest.fixture
 def no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every Prefect sync is in sync already; deletes find nothing."""
@@ -85,7 +101,7 @@ def test_namesakes_sharing_a_jobs_namespace_get_a_pair_each(kube, no_prefect) ->
     # Upgrade from a release that named both pairs <pipeline>-worker: ns1's pass wrote it last.
     _create_old_pair(kube, ns1, jobs)
     old = {f"Role/{NAME}-worker", f"RoleBinding/{NAME}-worker"}
-    bodies = {ns: _body(ns, jobs) for ns in (ns1, ns2)}
+    bodies = {ns: _stored(kube, _body(ns, jobs)) for ns in (ns1, ns2)}
     names = {ns: rbac_name(pipeline_from_body(bodies[ns]), ns, jobs) for ns in (ns1, ns2)}
 
     first2 = _drive(kube, lambda r: r.reconcile(bodies[ns2]))

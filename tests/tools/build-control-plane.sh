@@ -41,7 +41,13 @@ tmp="$out.tmp.$$"
 rm -rf "$tmp"
 mkdir -p "$tmp/bin"
 trap 'rm -rf "$tmp"' EXIT
-flags=(-trimpath "-ldflags=-s -w")
+# The release's version stamped as its own build does (otherwise it says v0.0.0-master and helm
+# refuses charts with a kubeVersion constraint).
+ver="-X k8s.io/component-base/version.gitVersion=v1.37.2 -X k8s.io/component-base/version.gitMajor=1"
+ver="$ver -X k8s.io/component-base/version.gitMinor=37 -X k8s.io/component-base/version.gitTreeState=clean"
+ver="$ver -X k8s.io/client-go/pkg/version.gitVersion=v1.37.2 -X k8s.io/client-go/pkg/version.gitMajor=1"
+ver="$ver -X k8s.io/client-go/pkg/version.gitMinor=37"
+flags=(-trimpath "-ldflags=-s -w $ver")
 
 t0=$(date +%s)
 # Stamp the release into the binaries (/version, as a real build does): without it the API server
@@ -53,9 +59,9 @@ k8s_flags=(-trimpath "-ldflags=-s -w -X $kv.gitVersion=v1.37.2 -X $kv.gitMajor=1
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler)
 t1=$(date +%s)
-(cd "$src/etcd" && go build "${flags[@]}" -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3)
+(cd "$src/etcd" && go build -trimpath "-ldflags=-s -w" -o "$tmp/bin/etcd" go.etcd.io/etcd/server/v3)
 t2=$(date +%s)
-(cd "$src/kwok" && go build "${flags[@]}" -o "$tmp/bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
+(cd "$src/kwok" && go build -trimpath "-ldflags=-s -w" -o "$tmp/bin/kwok" sigs.k8s.io/kwok/cmd/kwok)
 # kwok's own "fast" node stages and "fast" pod stages (pods Running/Ready at once when scheduled, Job
 # pods Succeeded, deleted pods gone), taken from the module it was built from.
 kwok_dir="$(cd "$src/kwok" && go list -m -f '{{.Dir}}' sigs.k8s.io/kwok)"

@@ -57,7 +57,8 @@ def default_base_job_template(pool_type: str) -> dict[str, Any]:
 
 def _add_env_from_variable(template: dict[str, Any]) -> None:
     """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``,
-    and the container the entrypoint that runs Prefect's command.
+    the container the entrypoint that runs Prefect's command, and the pod the securityContext
+    Pod Security's "restricted" level requires.
 
     Prefect's default template only has ``env`` (literal values); flow-run Jobs need the
     destination's credentials, which must come from a Secret reference, never a literal.
@@ -69,9 +70,13 @@ def _add_env_from_variable(template: dict[str, Any]) -> None:
         "items": {"type": "object"},
         "default": [],
     }
-    containers = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    pod = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]
+    containers = pod["containers"]
     containers[0]["envFrom"] = "{{ env_from }}"
     containers[0]["command"] = list(FLOW_RUN_ENTRYPOINT)
+    # Pod Security "restricted": flow-run pods are admitted in a namespace that enforces it.
+    pod["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    containers[0]["securityContext"] = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 
 
 def docker_destination_env() -> dict[str, str]:
