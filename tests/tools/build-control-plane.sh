@@ -50,11 +50,7 @@ ver="$ver -X k8s.io/client-go/pkg/version.gitMinor=37"
 flags=(-trimpath "-ldflags=-s -w $ver")
 
 t0=$(date +%s)
-# Stamp the release into the binaries (/version, as a real build does): without it the API server
-# says v0.0.0-master and `helm install` refuses the chart's kubeVersion constraint.
-kv=k8s.io/component-base/version
-k8s_flags=(-trimpath "-ldflags=-s -w -X $kv.gitVersion=v1.37.2 -X $kv.gitMajor=1 -X $kv.gitMinor=37 -X $kv.gitTreeState=clean")
-(cd "$src/kubernetes" && go build "${k8s_flags[@]}" -o "$tmp/bin/" \
+(cd "$src/kubernetes" && go build "${flags[@]}" -o "$tmp/bin/" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
   k8s.io/kubernetes/cmd/kube-scheduler)
