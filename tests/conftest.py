@@ -5,6 +5,7 @@ import pytest
 from eveflow_etl.settings import load_settings
 
 pytest_plugins = [
+    "tests.fixtures.argocd",
     "tests.fixtures.postgres",
     "tests.fixtures.esi",
     "tests.fixtures.prefect",

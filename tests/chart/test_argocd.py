@@ -1,40 +1,24 @@
-"""Argo CD: the EvePipeline health check, run in a real Lua 5.1 runtime over one fixture per state,
-and the example Application."""
+"""Argo CD: the EvePipeline health check, run by tests/tools/argocd-health in gopher-lua with the
+globals and libraries Argo CD gives a script from argocd-cm, over one fixture per state; and the
+example Application."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.fixtures.argocd import ArgoHealth
+
 from .conftest import CHART, ROOT
 
 pytestmark = pytest.mark.helm
 
-lupa = pytest.importorskip("lupa.lua51")
-
 HEALTH_LUA = (CHART / "argocd" / "health.lua").read_text()
 FIXTURES = sorted((Path(__file__).parent / "argocd-fixtures").glob("*.yaml"))
 ARGO_STATES = {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
-
-
-def _to_lua(lua, value):
-    if isinstance(value, dict):
-        return lua.table_from({k: _to_lua(lua, v) for k, v in value.items()})
-    if isinstance(value, list):
-        return lua.table_from([_to_lua(lua, v) for v in value])
-    return value
-
-
-def run_health(obj: dict) -> dict:
-    """Run health.lua the way Argo CD does: `obj` global, the script's return value is the result."""
-    lua = lupa.LuaRuntime(unpack_returned_tuples=True)
-    # Argo CD's sandbox: no os/io; the script must not need them.
-    lua.execute("os = nil; io = nil; require = nil; dofile = nil; loadfile = nil")
-    lua.globals().obj = _to_lua(lua, obj)
-    result = lua.execute(HEALTH_LUA)
-    return {"status": result["status"], "message": result["message"]}
 
 
 def test_one_fixture_per_state() -> None:
@@ -43,15 +27,15 @@ def test_one_fixture_per_state() -> None:
 
 
 @pytest.mark.parametrize("path", FIXTURES, ids=lambda p: p.stem)
-def test_health(path: Path) -> None:
+def test_health(path: Path, argo_health: ArgoHealth) -> None:
     fixture = yaml.safe_load(path.read_text())
-    result = run_health(fixture["object"])
+    result = argo_health(fixture["object"])
     assert result["status"] in ARGO_STATES
     assert result == fixture["expected"]
 
 
 @pytest.mark.parametrize("reason", ["InvalidSpec", "SecretNotFound", "PrefectAuthFailed", "PrefectRejected"])
-def test_every_reason_the_user_must_fix_is_degraded(reason: str) -> None:
+def test_every_reason_the_user_must_fix_is_degraded(reason: str, argo_health: ArgoHealth) -> None:
     from eveflow_operator import status
 
     assert getattr(status, {"InvalidSpec": "INVALID_SPEC", "SecretNotFound": "SECRET_NOT_FOUND",
@@ -59,15 +43,15 @@ def test_every_reason_the_user_must_fix_is_degraded(reason: str) -> None:
     obj = {"metadata": {"generation": 2}, "spec": {},
            "status": {"observedGeneration": 2, "conditions": [
                {"type": "Ready", "status": "False", "reason": reason, "message": "fix it"}]}}
-    assert run_health(obj) == {"status": "Degraded", "message": f"{reason}: fix it"}
+    assert argo_health(obj) == {"status": "Degraded", "message": f"{reason}: fix it"}
 
 
 @pytest.mark.parametrize("reason", ["PrefectUnavailable", "WorkerUnavailable", "NotReconciled"])
-def test_transient_reasons_are_progressing(reason: str) -> None:
+def test_transient_reasons_are_progressing(reason: str, argo_health: ArgoHealth) -> None:
     obj = {"metadata": {"generation": 1}, "spec": {},
            "status": {"observedGeneration": 1, "conditions": [
                {"type": "Ready", "status": "False", "reason": reason, "message": "later"}]}}
-    assert run_health(obj)["status"] == "Progressing"
+    assert argo_health(obj)["status"] == "Progressing"
 
 
 def _reduced(obs_kwargs: dict, suspend: bool = False) -> dict:
@@ -96,11 +80,34 @@ def _reduced(obs_kwargs: dict, suspend: bool = False) -> dict:
     ({"problem": ("PrefectUnavailable", "connection refused")}, False, "Progressing"),
 ], ids=["in-sync", "suspended", "worker-starting", "not-reconciled", "invalid-spec", "secret-missing",
         "prefect-down"])
-def test_health_of_statuses_the_operator_writes(obs: dict, suspend: bool, expected: str) -> None:
+def test_health_of_statuses_the_operator_writes(obs: dict, suspend: bool, expected: str,
+                                               argo_health: ArgoHealth) -> None:
     """The operator's own status reducer, read by the health check."""
-    result = run_health(_reduced(obs, suspend))
+    result = argo_health(_reduced(obs, suspend))
     assert result["status"] == expected, result
     assert result["message"]
+
+
+@pytest.mark.parametrize(("script", "error"), [
+    ('return {status = string.upper("healthy")}', "attempt to index a non-table object(nil) with key 'upper'"),
+    ('os.exit(1)', "attempt to index a non-table object(nil) with key 'exit'"),
+    ('return {status = tostring(math.huge)}', "attempt to index a non-table object(nil) with key 'huge'"),
+    ('return "Healthy"', "expect table output from Lua script, not string"),
+], ids=["string", "os", "math", "not-a-table"])
+def test_runner_opens_only_what_argocd_opens(script: str, error: str, argo_health: ArgoHealth, tmp_path: Path) -> None:
+    """An argocd-cm script gets the base, table and package libraries only; one that needs more
+    fails in Argo CD, so it fails here."""
+    path = tmp_path / "health.lua"
+    path.write_text(script)
+    with pytest.raises(AssertionError, match=re.escape(error)):
+        ArgoHealth(argo_health.binary, path)({"metadata": {"name": "x"}})
+
+
+def test_runner_maps_an_unknown_status_like_argocd(argo_health: ArgoHealth, tmp_path: Path) -> None:
+    path = tmp_path / "health.lua"
+    path.write_text('local os = require("os"); return {status = "Fine", message = tostring(os.time() > 0)}')
+    assert ArgoHealth(argo_health.binary, path)({}) == {
+        "status": "Unknown", "message": "Lua returned an invalid health status"}
 
 
 def test_documented_argocd_cm_snippet_is_the_shipped_script() -> None:

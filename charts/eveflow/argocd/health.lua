@@ -3,12 +3,13 @@
 -- (see docs/kubernetes.md). Argo CD runs it with the live object in `obj`.
 --
 --   no status yet / observedGeneration behind generation / Ready missing or Unknown  -> Progressing
---   Ready=False with a reason the user must fix (InvalidSpec, Invalid*, auth/rejected) -> Degraded
+--   Ready=False with a reason the user must fix (InvalidSpec, auth/rejected)           -> Degraded
 --   spec.suspend: true (and observed)                                                -> Suspended
 --   Ready=True for the current generation                                            -> Healthy
 --   Ready=False for anything transient (PrefectUnavailable, worker starting, ...)    -> Progressing
 
 -- Reasons that will not clear by waiting: the spec or the credentials must change.
+-- Plain base-library Lua only: Argo CD runs argocd-cm scripts without the string library.
 local userErrorReasons = {
   InvalidSpec = true,
   PrefectAuthError = true,
@@ -21,7 +22,7 @@ local function isUserError(reason)
   if reason == nil then
     return false
   end
-  return userErrorReasons[reason] == true or string.find(reason, "^Invalid") ~= nil
+  return userErrorReasons[reason] == true
 end
 
 local function describe(condition)
