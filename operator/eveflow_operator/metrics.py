@@ -38,6 +38,16 @@ LAST_RUN_ROWS_QUARANTINED = Gauge(
     "Rows the last finished run sent to quarantine (status.lastRun.rowsQuarantined).",
     ["namespace", "pipeline"], registry=REGISTRY,
 )
+WORKER_DESIRED_REPLICAS = Gauge(
+    "eveflow_worker_desired_replicas",
+    "Worker replicas the autoscaler wants for each pipeline (status.worker.desiredReplicas).",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
+WORKER_WAITING_RUNS = Gauge(
+    "eveflow_worker_waiting_runs",
+    "Flow runs due, pending or running on each autoscaled pipeline's worker queues.",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
 
 
 def observe_last_run(namespace: str, pipeline: str, status: Mapping[str, Any]) -> None:
@@ -51,7 +61,7 @@ def observe_last_run(namespace: str, pipeline: str, status: Mapping[str, Any]) -
 
 def forget_pipeline(namespace: str, pipeline: str) -> None:
     """Drop a deleted pipeline's series so dashboards do not show it forever."""
-    for gauge in (LAST_RUN_ROWS_LOADED, LAST_RUN_ROWS_QUARANTINED):
+    for gauge in (LAST_RUN_ROWS_LOADED, LAST_RUN_ROWS_QUARANTINED, WORKER_DESIRED_REPLICAS, WORKER_WAITING_RUNS):
         try:
             gauge.remove(namespace, pipeline)
         except KeyError:
