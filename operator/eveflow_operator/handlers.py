@@ -159,6 +159,7 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
     async def worker_changed(type: str, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
         if type == "DELETED" or runtime.reconciler is None:
             return  # a deleted worker is re-created by the next pass
+        metrics.observe_worker_deployment(body)
         try:
             pipeline, events = await runtime.reconciler.observe_worker(body)
             if pipeline is not None:

@@ -108,3 +108,19 @@ def test_filter_is_one_pool_and_waiting_states() -> None:
     body = runs_filter("pool-a", 45)
     assert body["work_pools"] == {"name": {"any_": ["pool-a"]}}
     assert set(body["flow_runs"]["state"]["type"]["any_"]) == {"SCHEDULED", "PENDING", "RUNNING", "CANCELLING"}
+
+
+def test_render_targets_map_or_document_autoscaling() -> None:
+    from eveflow_etl.render import spcs, vm
+
+    doc = _doc({"autoscaling": {"minReplicas": 0, "maxReplicas": 4, "runsPerReplica": 2}})
+    pipeline = parse_pipeline(doc)
+    names = spcs.names_for(pipeline)
+    create = spcs.service_statements(names, spcs.service_instances(pipeline))["service-create.sql"]
+    assert "MIN_INSTANCES = 1\n  MAX_INSTANCES = 4;" in create and "not on the Prefect queue depth" in create
+    args = spcs.build_service_spec(pipeline, names)["spec"]["containers"][0]["args"]
+    assert args[args.index("--limit") + 1] == "2"
+    assert "is a Kubernetes feature" in vm.build_readme(pipeline)
+    fixed = parse_pipeline(_doc({}))
+    assert "MIN_INSTANCES = 1\n  MAX_INSTANCES = 1;" in spcs.service_statements(spcs.names_for(fixed))["service-create.sql"]
+    assert "Kubernetes feature" not in vm.build_readme(fixed)
