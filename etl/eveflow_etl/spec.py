@@ -15,6 +15,7 @@ messages that name the field and the fix.
 
 from __future__ import annotations
 
+import json
 import re
 import zoneinfo
 from pathlib import Path
@@ -56,6 +57,18 @@ ETL_FLOW_NAME = "eve-market-etl"
 MAINTENANCE_FLOW_NAME = "eve-maintenance"
 
 _MODEL_CONFIG = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+# Size bounds that hold together: kopf keeps the last-handled spec in an annotation, and
+# `kubectl apply` the whole last-applied document in another; all annotations of an object share
+# 256 KiB. The largest valid spec is ~100 KiB of JSON (tests/spec/test_size_bounds.py builds it).
+MAX_TYPES = 4_000
+MAX_REGIONS = 100
+MAX_SCHEDULES = 20
+MAX_SCHEDULE_TYPES = 50
+MAX_JOB_VARIABLES_BYTES = 8_192
+
+RegionId = Annotated[int, Field(ge=10_000_000, le=19_999_999)]
+TypeId = Annotated[int, Field(ge=1, le=2_147_483_647)]
 
 
 def has_url_credentials(url: str) -> bool:
@@ -149,6 +162,18 @@ class KubernetesPoolSpec(_Model):
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
+# Job variables the operator sets itself, or that reach beyond the pipeline's own namespace and
+# image (another namespace or cluster, another ServiceAccount, the host): never from jobVariables.
+OPERATOR_CONTROLLED_JOB_VARIABLES: dict[str, dict[str, str]] = {
+    "kubernetes": {"namespace": "spec.workPool.kubernetes.namespace", "image": "spec.worker.image",
+                   "service_account_name": "", "env_from": "spec.destination.secretRef", "command": "",
+                   "cluster_config": ""},
+    "docker": {"image": "spec.worker.image", "command": "", "container_create_kwargs": "", "privileged": "",
+               "network_mode": ""},
+    "process": {"command": "", "working_dir": ""},
+}
+
+
 def _default_queues() -> list[WorkQueueSpec]:
     return [WorkQueueSpec(name="default", priority=1)]
 
@@ -159,9 +184,11 @@ class WorkPoolSpec(_Model):
     concurrency_limit: int | None = Field(default=None, ge=0, le=10_000)
     queues: list[WorkQueueSpec] = Field(default_factory=_default_queues, min_length=1, max_length=20)
     job_variables: dict[str, Any] = Field(
-        default_factory=dict,
+        default_factory=dict, max_length=32,
         description="Overrides of the defaults in the pool type's base job template "
-        "(e.g. image, env, cpu_request); merged into the type's default template.",
+        "(e.g. env, cpu_request, memory_limit); merged into the type's default template. The variables "
+        "the operator sets (namespace, service_account_name, image, env_from, command, cluster_config; on "
+        "docker also privileged, network_mode, container_create_kwargs, host-path volumes) are refused.",
         json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
     )
     kubernetes: KubernetesPoolSpec | None = Field(default=None, description="Only for type: kubernetes.")
@@ -170,6 +197,24 @@ class WorkPoolSpec(_Model):
     def _type_specific(self) -> WorkPoolSpec:
         if self.kubernetes is not None and self.type != "kubernetes":
             raise ValueError(f"kubernetes settings need type: kubernetes (this pool is type: {self.type})")
+        controlled = OPERATOR_CONTROLLED_JOB_VARIABLES.get(self.type, {})
+        refused = sorted(k for k in self.job_variables if k in controlled)
+        if refused:
+            fixes = "; ".join(f"{k}: set {controlled[k]} instead" for k in refused if controlled[k])
+            raise ValueError(
+                f"jobVariables {', '.join(refused)}: set by the operator on a {self.type} pool, not overridable"
+                + (f" ({fixes})" if fixes else "") + "; remove them from spec.workPool.jobVariables")
+        size = len(json.dumps(self.job_variables))
+        if size > MAX_JOB_VARIABLES_BYTES:
+            raise ValueError(f"jobVariables: {size} bytes of JSON, at most {MAX_JOB_VARIABLES_BYTES} "
+                             "(the whole spec must fit in the annotations Kubernetes keeps of it)")
+        if self.type == "docker":
+            # Named volumes only: a host path ("/:/host", "/var/run/docker.sock:…") is the docker host.
+            volumes = self.job_variables.get("volumes") or []
+            host = [v for v in volumes if not isinstance(v, str) or v.startswith(("/", ".", "~")) or ":" not in v]
+            if host:
+                raise ValueError(f"jobVariables volumes {host}: only named volumes ('<volume>:<path>') are allowed, "
+                                 "not host paths; use a named volume")
         names = [q.name for q in self.queues]
         if len(set(names)) != len(names):
             raise ValueError(f"queue names must be unique, got {names}")
@@ -234,8 +279,8 @@ class WorkerSpec(_Model):
         default=None, max_length=512, pattern=r"^[^\s]+$",
         description="Worker image; empty: the operator's default image (the chart's).",
     )
-    queues: list[str] = Field(
-        default_factory=list, description="Queues this worker polls; empty: all of the pool's queues."
+    queues: list[Annotated[str, Field(pattern=DNS_LABEL, max_length=63)]] = Field(
+        default_factory=list, max_length=20, description="Queues this worker polls; empty: all of the pool's queues."
     )
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
 
@@ -251,11 +296,11 @@ class WorkerSpec(_Model):
 
 class SourceSpec(_Model):
     kind: SourceKind = Field(default=SourceKind.ESI_HISTORY, description="Market data source.")
-    regions: list[Annotated[int, Field(ge=10_000_000, le=19_999_999)]] = Field(
-        min_length=1, max_length=100, description="EVE region ids, e.g. 10000002 (The Forge)."
+    regions: list[RegionId] = Field(
+        min_length=1, max_length=MAX_REGIONS, description="EVE region ids, e.g. 10000002 (The Forge)."
     )
-    types: list[Annotated[int, Field(ge=1, le=2_147_483_647)]] | None = Field(
-        default=None, max_length=50_000, description="Type ids; empty: every type with a market."
+    types: list[TypeId] | None = Field(
+        default=None, max_length=MAX_TYPES, description="Type ids; empty: every type with a market."
     )
     fan_out: bool = Field(default=False, description="Run each region as its own flow run.")
 
@@ -280,14 +325,37 @@ class DestinationSpec(_Model):
     table: str | None = Field(default=None, pattern=SQL_IDENTIFIER, description="Target table; default per source.")
 
 
+class ScheduleParameters(BaseModel):
+    """The flow parameters a schedule may override, checked like the spec's own fields (names as
+    the ETL flow takes them). The rest (destination, table, pipeline) is the pipeline's."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    regions: list[RegionId] | None = Field(default=None, min_length=1, max_length=MAX_REGIONS,
+                                           description="Regions of this schedule's runs.")
+    types: list[TypeId] | None = Field(default=None, max_length=MAX_SCHEDULE_TYPES,
+                                       description="Type ids of this schedule's runs.")
+    fan_out: bool | None = None
+    retries: int | None = Field(default=None, ge=0, le=10)
+    retry_delay_seconds: int | None = Field(default=None, ge=0, le=3600)
+    timeout_seconds: int | None = Field(default=None, ge=60, le=86_400)
+
+    @field_validator("regions")
+    @classmethod
+    def _unique_regions(cls, regions: list[int] | None) -> list[int] | None:
+        if regions is not None and len(set(regions)) != len(regions):
+            raise ValueError(f"regions must not repeat, got {regions}")
+        return regions
+
+
 class ScheduleSpec(_Model):
     slug: Annotated[str, Field(pattern=DNS_LABEL, max_length=63, description="Stable id of the schedule.")]
     cron: Annotated[str, Field(pattern=CRON_SHAPE, max_length=120, description="Five-field cron expression.")]
     timezone: str = Field(default="UTC", max_length=64, description="IANA time zone, e.g. Europe/Oslo.")
-    parameters: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Flow parameter overrides for runs of this schedule.",
-        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+    parameters: ScheduleParameters = Field(
+        default_factory=ScheduleParameters,
+        description="Flow parameter overrides for runs of this schedule (regions, types, fan_out, retries, "
+        "retry_delay_seconds, timeout_seconds).",
     )
     active: bool = True
 
@@ -327,7 +395,7 @@ class EvePipelineSpec(_Model):
     worker: WorkerSpec = Field(default_factory=WorkerSpec)
     source: SourceSpec
     destination: DestinationSpec = Field(default_factory=DestinationSpec)
-    schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=20)
+    schedules: list[ScheduleSpec] = Field(default_factory=list, max_length=MAX_SCHEDULES)
     maintenance: MaintenanceSpec = Field(default_factory=MaintenanceSpec)
     retries: int = Field(default=3, ge=0, le=10, description="Task retries per region.")
     retry_delay_seconds: int = Field(default=60, ge=0, le=3600)

@@ -164,10 +164,7 @@ _PATTERNS = {
 }
 # Bounds the model leaves open but the API server's CEL cost estimate needs (a rule iterating an
 # unbounded list is rejected when the CRD is created).
-_BOUNDS = {
-    "worker.queues": {"maxItems": 20},
-    "worker.queues[]": {"maxLength": 63, "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-}
+_BOUNDS: dict[str, dict[str, Any]] = {}
 # Keys of pydantic's JSON schema that mean nothing to (or are forbidden in) a CRD schema.
 _DROP = {"title", "$defs", "examples"}
 

@@ -66,7 +66,7 @@ def _finish(body: Mapping[str, Any], patch: kopf.Patch, result: PassResult, trac
     delay = backoff(settings, retry)
     if result.problem.reason == st.PREFECT_CONFLICT:
         delay = 0.2 + random.uniform(0, 0.5)
-    if result.problem.reason in (st.SECRET_NOT_FOUND, st.PREFECT_AUTH_FAILED):
+    if result.problem.reason in (st.SECRET_NOT_FOUND, st.SECRET_NOT_OPTED_IN, st.NOT_OWNED, st.PREFECT_AUTH_FAILED):
         delay = max(delay, 30.0)  # the user has to act; do not hammer the API meanwhile
     raise kopf.TemporaryError(f"{result.problem.reason}: {result.problem.message}", delay=delay)
 

@@ -46,6 +46,14 @@ def object_path(api_version: str, kind: str, namespace: str, name: str | None = 
     return f"{path}/{quote(name)}" if name else path
 
 
+def namespace_path(name: str) -> str:
+    return f"/api/v1/namespaces/{quote(name)}"
+
+
+# Accept header for a get of an object's metadata alone (a Secret's values never leave the server).
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
 def list_path(api_version: str, kind: str, namespace: str | None) -> str:
     """A collection: in ``namespace``, or across all namespaces when it is None."""
     if namespace is not None:
@@ -97,10 +105,10 @@ class KubeApi:
         return {}
 
     async def _request(self, method: str, path: str, body: Any = None, *, content_type: str = "application/json",
-                       params: dict[str, str] | None = None) -> tuple[int, Any]:
+                       params: dict[str, str] | None = None, accept: str = "application/json") -> tuple[int, Any]:
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        headers = {**self._headers, **self._auth(), "Accept": "application/json", "User-Agent": USER_AGENT}
+        headers = {**self._headers, **self._auth(), "Accept": accept, "User-Agent": USER_AGENT}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -121,8 +129,9 @@ class KubeApi:
             raise KubeConflict(status, message)
         raise KubeError(status, message)
 
-    async def get(self, path: str) -> dict[str, Any] | None:
-        status, payload = await self._request("GET", path)
+    async def get(self, path: str, *, metadata_only: bool = False) -> dict[str, Any] | None:
+        """The object, or None when it does not exist; ``metadata_only``: its metadata alone."""
+        status, payload = await self._request("GET", path, accept=METADATA_ONLY if metadata_only else "application/json")
         if status == 404:
             return None
         if status >= 400:

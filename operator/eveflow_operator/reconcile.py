@@ -25,13 +25,27 @@ from eveflow_etl.orchestration.types import (
 from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, EvePipeline, parse_pipeline
 
 from eveflow_operator import status as st
+from eveflow_operator.apply import apply_children, delete_stale, find_labelled, read_children, takeover_problem
 from eveflow_operator.autoscale import AutoscaleMemory, status_desired
-from eveflow_operator.apply import apply_children, delete_stale, find_labelled
+from eveflow_operator.boundary import image_problem, plain_http_problem
 from eveflow_operator.children import build_children
-from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, object_path
-from eveflow_operator.labels import owner_selector
-from eveflow_operator.prefect_conn import SecretNotFound, build_connection, check_destination_secret
-from eveflow_operator.rbac import RBAC_API_VERSION, RBAC_KINDS, jobs_namespace_problem, stale_rbac, wanted_rbac
+from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, namespace_path, object_path
+from eveflow_operator.labels import child_labels, owner_selector
+from eveflow_operator.prefect_conn import (
+    SecretNotFound,
+    SecretNotOptedIn,
+    build_connection,
+    check_destination_secret,
+)
+from eveflow_operator.rbac import (
+    RBAC_API_VERSION,
+    RBAC_KINDS,
+    jobs_namespace,
+    jobs_namespace_problem,
+    needs_namespace_consent,
+    stale_rbac,
+    wanted_rbac,
+)
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.worker import worker_name, worker_replicas
 
@@ -122,6 +136,21 @@ class Reconciler:
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.kube.get(object_path("v1", "Secret", namespace, name))
 
+    async def read_secret_metadata(self, namespace: str, name: str) -> dict[str, Any] | None:
+        return await self.kube.get(object_path("v1", "Secret", namespace, name), metadata_only=True)
+
+    async def boundary_problem(self, pipeline: EvePipeline, namespace: str) -> str | None:
+        """What in the spec reaches beyond the pipeline's namespace, or None (checked before anything
+        is read or written for it: the jobs namespace, the image, where credentials go)."""
+        settings = self.settings
+        labels = None
+        if needs_namespace_consent(pipeline, namespace, settings.allowed_jobs_namespaces) and (
+                not settings.namespaces or jobs_namespace(pipeline, namespace) in settings.namespaces):
+            target = await self.kube.get(namespace_path(jobs_namespace(pipeline, namespace)))
+            labels = ((target or {}).get("metadata") or {}).get("labels") or {}
+        return (jobs_namespace_problem(pipeline, namespace, settings.namespaces, settings.allowed_jobs_namespaces, labels)
+                or image_problem(pipeline, settings) or plain_http_problem(pipeline, settings))
+
     async def find_rbac(self, pipeline: str, namespace: str) -> dict[str, list[dict[str, Any]]]:
         """The worker Roles/RoleBindings of pipeline ``namespace/pipeline``, wherever they are
         (a jobs namespace the spec names no longer is found this way, too)."""
@@ -163,14 +192,22 @@ class Reconciler:
             pipeline = pipeline_from_body(body)
         except ConfigError as exc:
             return stop(st.INVALID_SPEC, _spec_message(exc, meta["name"]))
-        problem = jobs_namespace_problem(pipeline, namespace, self.settings.namespaces)
+        problem = await self.boundary_problem(pipeline, namespace)
         if problem is not None:  # before Prefect: nothing is written for a pipeline that cannot run
             return stop(st.INVALID_SPEC, problem)
         try:
             conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
-            await check_destination_secret(pipeline, namespace, self.read_secret)
+            await check_destination_secret(pipeline, namespace, self.read_secret_metadata)
+        except SecretNotOptedIn as exc:
+            return stop(st.SECRET_NOT_OPTED_IN, str(exc))
         except SecretNotFound as exc:
             return stop(st.SECRET_NOT_FOUND, str(exc))
+        autoscaled = self.autoscaled(meta.get("uid", meta["name"]), previous)
+        children = build_children(pipeline, self.settings, namespace, autoscaled=autoscaled)
+        live = await read_children(self.kube, children)
+        refused = takeover_problem(children, live)
+        if refused is not None:  # before Prefect, too: a pipeline that cannot have its worker writes nothing
+            return stop(st.NOT_OWNED, refused)
 
         try:
             async with self._syncs:
@@ -188,9 +225,7 @@ class Reconciler:
         if result.actions:
             events.append(EventSpec("Normal", "PrefectSynced", "; ".join(result.actions)[:1000]))
 
-        autoscaled = self.autoscaled(meta.get("uid", meta["name"]), previous)
-        children = build_children(pipeline, self.settings, namespace, autoscaled=autoscaled)
-        applied = await apply_children(self.kube, children, body, self.settings.field_manager)
+        applied = await apply_children(self.kube, children, body, self.settings.field_manager, live)
         found = await self.find_rbac(meta["name"], namespace)
         deleted = await delete_stale(self.kube, stale_rbac(found, wanted_rbac(pipeline, namespace)))
         if applied.applied or deleted:
@@ -229,8 +264,8 @@ class Reconciler:
         meta = deployment.get("metadata") or {}
         owner = next((r for r in meta.get("ownerReferences") or []
                       if r.get("kind") == KIND and str(r.get("apiVersion", "")).startswith(f"{API_GROUP}/")), None)
-        if owner is None:
-            return None, []
+        if owner is None or not is_our_worker(deployment, owner["name"]):
+            return None, []  # anyone who may create Deployments can add an ownerReference
         path = object_path(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], owner["name"])
         async with self.lock(owner["uid"]):
             for _ in range(3):  # a conflict: someone wrote the status meanwhile; recompute from theirs
@@ -341,6 +376,16 @@ class Reconciler:
         if result.kept_work_pool_reason:
             message += f"; kept work pool: {result.kept_work_pool_reason}"
         return DeletePassResult(True, [EventSpec("Normal", "Deleted", message[:1000])])
+
+
+def is_our_worker(deployment: Mapping[str, Any], pipeline: str) -> bool:
+    """The worker Deployment the operator created for EvePipeline ``pipeline``: its name, and
+    the labels it was given (a look-alike with another name never counts)."""
+    meta = deployment.get("metadata") or {}
+    labels = meta.get("labels") or {}
+    wanted = child_labels(pipeline, "worker")
+    return meta.get("name") == f"{pipeline}-worker" and all(
+        labels.get(k) == v for k, v in wanted.items() if k != "app.kubernetes.io/version")
 
 
 def _available(deployment: Mapping[str, Any]) -> int:

@@ -52,7 +52,24 @@ class OperatorSettings(BaseSettings):
     standalone: bool = True
     field_manager: str = Field(default="eveflow-operator", pattern=DNS_LABEL)
 
-    @field_validator("namespaces", mode="before")
+    # -- The tenant boundary (docs/operations.md, "Running eveflow for several teams") --------
+    # The chart's fixed ClusterRole holding the worker's rules; the operator only binds it, per
+    # jobs namespace, with a RoleBinding (it holds `bind` on this one ClusterRole).
+    worker_cluster_role: str = Field(default="eveflow-worker", pattern=r"^[a-z0-9]([-a-z0-9.:]*[a-z0-9])?$",
+                                     max_length=253)
+    # Namespaces any pipeline may send its flow-run Jobs to (spec.workPool.kubernetes.namespace).
+    # Others only when labelled jobs.eveflow.dev/<pipeline namespace>=true; the pipeline's own always.
+    allowed_jobs_namespaces: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Registries (or registry/path prefixes) worker images may come from; empty: any.
+    allowed_image_registries: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Send Prefect credentials over plain http to any host (default: https, or http only to an
+    # in-cluster Service name or loopback).
+    allow_plain_http_credentials: bool = False
+    # "<namespace>/<name>" of the chart's own Prefect credentials Secret: usable without the
+    # eveflow.dev/prefect-credentials label (every other one needs it).
+    prefect_credentials_secret: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?/[-.a-z0-9]+)?$")
+
+    @field_validator("namespaces", "allowed_jobs_namespaces", "allowed_image_registries", mode="before")
     @classmethod
     def _split(cls, value: object) -> object:
         if isinstance(value, str):
@@ -76,9 +93,10 @@ class OperatorSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_namespaces(self) -> OperatorSettings:
-        bad = [n for n in self.namespaces if not is_dns_label(n)]
-        if bad:
-            raise ValueError(f"EVEFLOW_OPERATOR_NAMESPACES: {bad} are not namespace names")
+        for var, names in (("NAMESPACES", self.namespaces), ("ALLOWED_JOBS_NAMESPACES", self.allowed_jobs_namespaces)):
+            bad = [n for n in names if not is_dns_label(n)]
+            if bad:
+                raise ValueError(f"{ENV_PREFIX}{var}: {bad} are not namespace names")
         return self
 
     @property

@@ -26,6 +26,8 @@ CONDITION_ORDER = (READY, PREFECT_SYNCED, WORKER_AVAILABLE)
 # Reasons (CamelCase, stable: alerts and tests key on them).
 INVALID_SPEC = "InvalidSpec"
 SECRET_NOT_FOUND = "SecretNotFound"
+SECRET_NOT_OPTED_IN = "SecretNotOptedIn"  # a Secret named as Prefect credentials lacks the opt-in label
+NOT_OWNED = "NotOwned"  # an object under a child's name exists and is not eveflow's
 PREFECT_UNAVAILABLE = "PrefectUnavailable"
 PREFECT_AUTH_FAILED = "PrefectAuthFailed"
 PREFECT_REJECTED = "PrefectRejected"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from eveflow_etl.orchestration.pools import CONTAINER_SECURITY_CONTEXT, WRITABLE_DIRS
 from eveflow_etl.spec import DEFAULT_REPLICAS, EvePipeline
 
 from eveflow_operator.labels import child_labels, selector_labels
@@ -109,11 +110,8 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
         "livenessProbe": _probe("/health", 20, 3),
         "readinessProbe": _probe("/health", 10, 2),
         "resources": _resources(pipeline),
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": dict(CONTAINER_SECURITY_CONTEXT),
+        "volumeMounts": [{"name": name, "mountPath": path} for name, _, path in WRITABLE_DIRS],
     }
     if spec.destination.secret_ref:
         container["envFrom"] = [{"secretRef": {"name": spec.destination.secret_ref}}]
@@ -140,7 +138,9 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
                     # Only a kubernetes worker talks to the API (to create Jobs).
                     "automountServiceAccountToken": spec.work_pool.type == "kubernetes",
                     "terminationGracePeriodSeconds": 60,
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
                     "containers": [container],
+                    "volumes": [{"name": name, "emptyDir": {"sizeLimit": size}} for name, size, _ in WRITABLE_DIRS],
                 },
             },
         },

@@ -179,7 +179,7 @@ def test_prefect_credentials_only_come_from_secrets(helm: Helm) -> None:
     assert not by_kind(manifests, "Secret")
     server = one(manifests, "Deployment", f"{RELEASE}-prefect-server")
     ref = _env(server["spec"]["template"]["spec"]["containers"][0])["PREFECT_SERVER_API_AUTH_STRING"]
-    assert ref["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "auth-string", "optional": True}
+    assert ref["valueFrom"]["secretKeyRef"] == {"name": "prefect-cloud", "key": "auth-string"}  # required
     # Inline values: the chart creates the Secret, and both the operator and the server read it.
     manifests = _render(helm, ROOT / "tests/chart/values/bundled-prefect.yaml")
     secret = one(manifests, "Secret")
@@ -215,9 +215,11 @@ def test_watch_namespaces_get_namespaced_roles(helm: Helm) -> None:
     roles = by_kind(manifests, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["etl-dev", "etl-prod"]
     assert sorted(b["metadata"]["namespace"] for b in by_kind(manifests, "RoleBinding")) == ["etl-dev", "etl-prod"]
-    cluster_role = one(manifests, "ClusterRole")
+    cluster_role = one(manifests, "ClusterRole", RELEASE)
     cluster_resources = {r for rule in cluster_role["rules"] for r in rule["resources"]}
-    assert cluster_resources == {"customresourcedefinitions"}, "only kopf's CRD discovery stays cluster-wide"
+    # kopf's CRD discovery, and a jobs namespace's labels (a cluster admin's consent, issue 12).
+    assert cluster_resources == {"customresourcedefinitions", "namespaces"}
+    assert {v for rule in cluster_role["rules"] if "namespaces" in rule["resources"] for v in rule["verbs"]} == {"get"}
     for role in roles:
         assert any("evepipelines" in rule["resources"] for rule in role["rules"])
 

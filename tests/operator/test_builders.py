@@ -16,7 +16,6 @@ from eveflow_operator.children import build_children
 from eveflow_operator.labels import owner_selector
 from eveflow_operator.rbac import (
     WORKER_RULES,
-    build_role,
     build_role_binding,
     build_service_account,
     rbac_name,
@@ -121,7 +120,7 @@ def test_kubernetes_pool_jobs_reference_the_prefect_secret_instead_of_copying_th
 def test_kubernetes_pool_gets_observer_namespace_and_role() -> None:
     pipeline = _pipeline("pipeline-kubernetes.yaml")
     children = build_children(pipeline, SETTINGS, "jobs-ns")
-    assert [c["kind"] for c in children] == ["ServiceAccount", "Role", "RoleBinding", "Deployment"]
+    assert [c["kind"] for c in children] == ["ServiceAccount", "RoleBinding", "Deployment"]
     dep = children[-1]
     env = {e["name"]: e.get("value") for e in _container(dep)["env"]}
     assert env[OBSERVER_NAMESPACES_ENV] == "jobs-ns"
@@ -129,16 +128,18 @@ def test_kubernetes_pool_gets_observer_namespace_and_role() -> None:
     assert "--type" in _container(dep)["command"] and "kubernetes" in _container(dep)["command"]
 
 
-def test_role_grants_exactly_what_a_kubernetes_worker_needs() -> None:
-    role = build_role(_pipeline("pipeline-kubernetes.yaml"), "ns")
-    granted = {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]}
+def test_the_worker_gets_the_charts_fixed_cluster_role_bound_in_one_namespace() -> None:
+    granted = {(g, r) for rule in WORKER_RULES for g in rule["apiGroups"] for r in rule["resources"]}
     assert granted == {("batch", "jobs"), ("", "pods"), ("", "pods/log"), ("", "events")}
-    assert role["metadata"]["namespace"] == "ns" and role["kind"] == "Role"
     for rule in WORKER_RULES:
         assert "*" not in rule["verbs"] and "*" not in rule["resources"]
-    binding = build_role_binding(_pipeline("pipeline-kubernetes.yaml"), "ns")
-    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "order-books-worker"}
+    binding = build_role_binding(_pipeline("pipeline-kubernetes.yaml"), "ns", cluster_role="rel-eveflow-worker")
+    assert binding["kind"] == "RoleBinding" and binding["metadata"]["namespace"] == "ns"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "rel-eveflow-worker"}
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "order-books-worker", "namespace": "ns"}]
+    child = [c for c in build_children(_pipeline("pipeline-kubernetes.yaml"), SETTINGS, "ns") if c["kind"] == "RoleBinding"]
+    assert child[0]["roleRef"]["name"] == SETTINGS.worker_cluster_role
 
 
 def test_process_pool_has_no_role() -> None:
@@ -213,36 +214,34 @@ def test_registry_holds_only_our_handlers() -> None:
     assert all("observer" not in str(n) for n in names)
 
 
-def test_role_in_another_namespace_is_labelled_with_its_owner() -> None:
+def test_role_binding_in_another_namespace_is_labelled_with_its_owner() -> None:
     # No ownerReference can cross namespaces: the labels are how the operator finds it again.
     pipeline = _pipeline("pipeline-kubernetes.yaml")
-    for obj in (build_role(pipeline, "ns", "jobs"), build_role_binding(pipeline, "ns", "jobs")):
+    for obj in (build_role_binding(pipeline, "ns", "jobs", cluster_role="w"),):
         assert obj["metadata"]["namespace"] == "jobs"
         labels = obj["metadata"]["labels"]
         assert (labels["eveflow.dev/pipeline"], labels["eveflow.dev/pipeline-namespace"]) == ("order-books", "ns")
     assert owner_selector("order-books", "ns") == "eveflow.dev/pipeline=order-books,eveflow.dev/pipeline-namespace=ns"
 
 
-def test_stale_rbac_keeps_only_the_wanted_pair_binding_first() -> None:
+def test_stale_rbac_keeps_only_the_wanted_binding() -> None:
     def obj(ns: str) -> dict:
         return {"metadata": {"namespace": ns, "name": "order-books-worker"}}
-    found = {"Role": [obj("a"), obj("b")], "RoleBinding": [obj("b"), obj("a")]}
+    found = {"RoleBinding": [obj("b"), obj("a")]}
     rbac = "rbac.authorization.k8s.io/v1"
-    assert stale_rbac(found, ("b", "order-books-worker")) == [
-        (rbac, "RoleBinding", "a", "order-books-worker"), (rbac, "Role", "a", "order-books-worker")]
-    assert [s[1] for s in stale_rbac(found, None)] == ["RoleBinding", "RoleBinding", "Role", "Role"]
+    assert stale_rbac(found, ("b", "order-books-worker")) == [(rbac, "RoleBinding", "a", "order-books-worker")]
+    assert [s[2] for s in stale_rbac(found, None)] == ["a", "b"]
 
 
 def test_role_names_in_a_shared_jobs_namespace_are_unique_per_owner() -> None:
     # Namesakes of two namespaces sharing the jobs namespace would otherwise rewrite one pair,
     # its binding's subject flipping between the two workers on every pass.
     pipeline = _pipeline("pipeline-kubernetes.yaml")
-    a = (build_role(pipeline, "ns1", "jobs"), build_role_binding(pipeline, "ns1", "jobs"))
-    b = (build_role(pipeline, "ns2", "jobs"), build_role_binding(pipeline, "ns2", "jobs"))
-    assert a[0]["metadata"]["name"] != b[0]["metadata"]["name"]
-    for (role, binding), ns in ((a, "ns1"), (b, "ns2")):
-        assert binding["metadata"]["name"] == role["metadata"]["name"] == binding["roleRef"]["name"]
-        assert role["metadata"]["name"].startswith("order-books-worker-")
+    a = build_role_binding(pipeline, "ns1", "jobs", cluster_role="w")
+    b = build_role_binding(pipeline, "ns2", "jobs", cluster_role="w")
+    assert a["metadata"]["name"] != b["metadata"]["name"]
+    for binding, ns in ((a, "ns1"), (b, "ns2")):
+        assert binding["metadata"]["name"].startswith("order-books-worker-")
         assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "order-books-worker", "namespace": ns}]
     # Stable across processes and releases (a changed name would churn every pair).
     assert rbac_name(pipeline, "ns1", "jobs") == rbac_name(_pipeline("pipeline-kubernetes.yaml"), "ns1", "jobs")

@@ -46,13 +46,12 @@ def _body(jobs_namespace: str | None, policy: str = "Orphan", namespace: str = "
 
 
 def _create_rbac(kube, owner_namespace: str, where: str, name: str = "order-books") -> None:
+    """The worker's RoleBinding (of the chart's worker ClusterRole) for pipeline owner_namespace/name."""
     labels = {"eveflow.dev/pipeline": name, "eveflow.dev/pipeline-namespace": owner_namespace}
-    for plural in ("roles", "rolebindings"):
-        body = {"metadata": {"name": f"{name}-worker", "labels": labels}}
-        if plural == "rolebindings":
-            body["roleRef"] = {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": f"{name}-worker"}
-        status, out = kube.api("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{where}/{plural}", body)
-        assert status == 201, out
+    body = {"metadata": {"name": f"{name}-worker", "labels": labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "eveflow-worker"}}
+    status, out = kube.api("POST", f"/apis/rbac.authorization.k8s.io/v1/namespaces/{where}/rolebindings", body)
+    assert status == 201, out
 
 
 def _rbac_left(kube, namespace: str) -> set[str]:
@@ -84,7 +83,7 @@ def test_delete_removes_role_and_binding_wherever_the_label_says(kube) -> None:
     result = _finalize(kube, _body(jobs, namespace=ns))
     assert result.release
     assert _rbac_left(kube, jobs) == set() and _rbac_left(kube, old) == set()
-    assert _rbac_left(kube, other) == {"Role/order-books-worker", "RoleBinding/order-books-worker"}
+    assert _rbac_left(kube, other) == {"RoleBinding/order-books-worker"}
 
 
 @pytest.mark.k8s
@@ -92,7 +91,7 @@ def test_delete_leaves_same_namespace_children_to_the_garbage_collector(kube, ku
     _create_rbac(kube, kube_namespace, kube_namespace)
     result = _finalize(kube, _body(None, namespace=kube_namespace))
     assert result.release
-    assert _rbac_left(kube, kube_namespace) == {"Role/order-books-worker", "RoleBinding/order-books-worker"}
+    assert _rbac_left(kube, kube_namespace) == {"RoleBinding/order-books-worker"}
 
 
 @pytest.mark.k8s

@@ -73,16 +73,17 @@ def test_apply_example_becomes_ready(kube, ns, prefect) -> None:
     assert {"PrefectSynced", "Applied", "Ready"} <= reasons, reasons
 
 
-def test_kubernetes_pool_gets_role_and_binding(kube, ns, prefect) -> None:
+def test_kubernetes_pool_gets_a_binding_of_the_worker_cluster_role(kube, ns, prefect) -> None:
     name = f"ob-{ns}"
     apply(kube, ns, example("pipeline-kubernetes.yaml", cr=name, pool=f"k8s-{ns}"))
     cr = wait_condition(kube, ns, name)
     uid = cr["metadata"]["uid"]
-    for kind in ("deployment", "serviceaccount", "role", "rolebinding"):
+    for kind in ("deployment", "serviceaccount", "rolebinding"):
         obj = kobj(kube, kind, ns, f"{name}-worker")
         assert obj is not None and [r["uid"] for r in obj["metadata"]["ownerReferences"]] == [uid], kind
-    role = kobj(kube, "role", ns, f"{name}-worker")
-    assert {r for rule in role["rules"] for r in rule["resources"]} == {"jobs", "pods", "pods/log", "events"}
+    assert kobj(kube, "role", ns, f"{name}-worker") is None  # the worker's rules are the chart's ClusterRole
+    binding = kobj(kube, "rolebinding", ns, f"{name}-worker")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "eveflow-worker"}
     env = {e["name"]: e.get("value") for e in
            kobj(kube, "deployment", ns, f"{name}-worker")["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"] == ns
@@ -230,6 +231,13 @@ def _rbac(kube, namespace: str) -> set[str]:
             for o in kube.objects(plural, "rbac.authorization.k8s.io", namespace)}
 
 
+def _jobs_namespace_for(kube, name: str, source: str) -> None:
+    """A namespace whose admin allowed flow-run Jobs from namespace ``source`` (issue 12)."""
+    status, out = kube.api("POST", "/api/v1/namespaces",
+                           {"metadata": {"name": name, "labels": {f"jobs.eveflow.dev/{source}": "true"}}})
+    assert status == 201, out
+
+
 def _cross_namespace_name(name: str, ns: str) -> str:
     """The worker Role/RoleBinding name outside the pipeline's namespace: '<name>-worker-<hash>'."""
     import hashlib
@@ -242,9 +250,9 @@ def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
     # operator removes them.
     name, first, second = f"jn-{ns}", f"{ns}-jobs-a", f"{ns}-jobs-b"
     role = _cross_namespace_name(name, ns)
-    pair = {f"Role/{role}", f"RoleBinding/{role}"}
+    pair = {f"RoleBinding/{role}"}
     for n in (first, second):
-        kube.create_namespace(n)
+        _jobs_namespace_for(kube, n, ns)
     try:
         doc = example("pipeline-kubernetes.yaml", cr=name, pool=f"jn-{ns}")
         doc["spec"]["workPool"]["kubernetes"]["namespace"] = first
@@ -272,14 +280,14 @@ def test_jobs_namespace_change_moves_role_and_binding(kube, ns) -> None:
 
 def test_leaving_a_kubernetes_pool_removes_role_in_the_jobs_namespace(kube, ns) -> None:
     name, jobs = f"kp-{ns}", f"{ns}-jobs"
-    kube.create_namespace(jobs)
+    _jobs_namespace_for(kube, jobs, ns)
     try:
         doc = example("pipeline-kubernetes.yaml", cr=name, pool=f"kp-{ns}")
         doc["spec"]["workPool"]["kubernetes"]["namespace"] = jobs
         apply(kube, ns, doc)
         wait_condition(kube, ns, name, generation=1)
         role = _cross_namespace_name(name, ns)
-        assert _rbac(kube, jobs) == {f"Role/{role}", f"RoleBinding/{role}"}
+        assert _rbac(kube, jobs) == {f"RoleBinding/{role}"}
         doc["spec"]["workPool"] = {"name": f"kp2-{ns}", "type": "process"}
         apply(kube, ns, doc)
         wait_condition(kube, ns, name, generation=2)
@@ -327,8 +335,7 @@ def test_operator_api_calls(kube, operator) -> None:
         ("", "serviceaccounts", "get"), ("", "serviceaccounts", "patch"),
         ("apps", "deployments", "get"), ("apps", "deployments", "patch"),
         ("apps", "deployments", "list"), ("apps", "deployments", "watch"),
-        ("rbac.authorization.k8s.io", "roles", "get"), ("rbac.authorization.k8s.io", "roles", "patch"),
-        ("rbac.authorization.k8s.io", "roles", "delete"), ("rbac.authorization.k8s.io", "roles", "list"),
+        ("", "namespaces", "get"),  # a jobs namespace's consent label
         ("rbac.authorization.k8s.io", "rolebindings", "get"), ("rbac.authorization.k8s.io", "rolebindings", "patch"),
         ("rbac.authorization.k8s.io", "rolebindings", "delete"), ("rbac.authorization.k8s.io", "rolebindings", "list"),
         ("", "namespaces", "list"), ("", "namespaces", "watch"),

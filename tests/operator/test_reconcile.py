@@ -45,11 +45,11 @@ def no_prefect(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sync, "delete_pipeline", nothing_to_delete)
 
 
-def _drive(kube, step: Callable[[Reconciler], Awaitable[Any]]) -> Any:
+def _drive(kube, step: Callable[[Reconciler], Awaitable[Any]], settings: OperatorSettings | None = None) -> Any:
     async def run():
         api = KubeApi(kube.url, {}, kube.ssl_context())
         try:
-            return await step(Reconciler(OperatorSettings(), api))
+            return await step(Reconciler(settings or OperatorSettings(), api))
         finally:
             await api.close()
     return asyncio.run(run())
@@ -62,7 +62,8 @@ def _pairs(kube, namespace: str) -> dict[str, dict[str, Any]]:
 
 
 def _create_old_pair(kube, owner_namespace: str, jobs: str) -> None:
-    """The pair an earlier release created in a shared jobs namespace: named <pipeline>-worker."""
+    """The Role + RoleBinding an earlier release created in a shared jobs namespace: named
+    <pipeline>-worker (releases since bind the chart's ClusterRole instead, and leave Roles alone)."""
     labels = {"eveflow.dev/pipeline": NAME, "eveflow.dev/pipeline-namespace": owner_namespace}
     name = f"{NAME}-worker"
     role = {"metadata": {"name": name, "labels": labels}, "rules": []}
@@ -75,7 +76,7 @@ def _create_old_pair(kube, owner_namespace: str, jobs: str) -> None:
 
 
 @pytest.mark.k8s
-def test_namesakes_sharing_a_jobs_namespace_get_a_pair_each(kube, no_prefect) -> None:
+def test_namesakes_sharing_a_jobs_namespace_get_a_binding_each(kube, no_prefect) -> None:
     ns1, ns2, jobs = (f"r-{uuid.uuid4().hex[:6]}-{n}" for n in ("ns1", "ns2", "jobs"))
     for n in (ns1, ns2, jobs):
         kube.create_namespace(n)
@@ -87,33 +88,35 @@ def test_namesakes_sharing_a_jobs_namespace_get_a_pair_each(kube, no_prefect) ->
     old = {f"Role/{NAME}-worker", f"RoleBinding/{NAME}-worker"}
     bodies = {ns: _body(ns, jobs) for ns in (ns1, ns2)}
     names = {ns: rbac_name(pipeline_from_body(bodies[ns]), ns, jobs) for ns in (ns1, ns2)}
+    allowed = OperatorSettings(allowed_jobs_namespaces=[jobs])
 
-    first2 = _drive(kube, lambda r: r.reconcile(bodies[ns2]))
+    first2 = _drive(kube, lambda r: r.reconcile(bodies[ns2]), allowed)
     assert first2.problem is None, first2.problem
     assert old <= set(_pairs(kube, jobs)), "ns2's pass removed a pair labelled as ns1's"
-    first1 = _drive(kube, lambda r: r.reconcile(bodies[ns1]))
+    first1 = _drive(kube, lambda r: r.reconcile(bodies[ns1]), allowed)
     assert first1.problem is None, first1.problem
-    assert any(f"Role/{NAME}-worker in {jobs}" in e.message for e in first1.events), first1.events
+    assert any(f"RoleBinding/{NAME}-worker in {jobs}" in e.message for e in first1.events), first1.events
 
     def check() -> None:
         live = _pairs(kube, jobs)
-        assert set(live) == {f"{kind}/{names[ns]}" for kind in ("Role", "RoleBinding") for ns in (ns1, ns2)}
+        # The old Role is left (the operator holds no Role rights; the runbook removes them).
+        assert set(live) == {f"RoleBinding/{names[ns]}" for ns in (ns1, ns2)} | {f"Role/{NAME}-worker"}
         for ns in (ns1, ns2):
             binding = live[f"RoleBinding/{names[ns]}"]
-            assert binding["roleRef"]["name"] == names[ns]
+            assert binding["roleRef"] == {"apiGroup": RBAC, "kind": "ClusterRole", "name": "eveflow-worker"}
             assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{NAME}-worker", "namespace": ns}]
             assert binding["metadata"]["labels"]["eveflow.dev/pipeline-namespace"] == ns
 
     check()
     # Further passes of both agree with each other: nothing rewritten, nothing deleted.
     for ns in (ns1, ns2, ns1):
-        again = _drive(kube, lambda r, ns=ns: r.reconcile(bodies[ns]))
+        again = _drive(kube, lambda r, ns=ns: r.reconcile(bodies[ns]), allowed)
         assert again.problem is None and not [e for e in again.events if e.reason == "Applied"], again.events
     check()
 
     # Deleting ns1's pipeline leaves ns2's pair, still bound to ns2's worker.
-    assert _drive(kube, lambda r: r.finalize(bodies[ns1], 0)).release
-    assert set(_pairs(kube, jobs)) == {f"Role/{names[ns2]}", f"RoleBinding/{names[ns2]}"}
+    assert _drive(kube, lambda r: r.finalize(bodies[ns1], 0), allowed).release
+    assert set(_pairs(kube, jobs)) == {f"RoleBinding/{names[ns2]}", f"Role/{NAME}-worker"}
     binding = _pairs(kube, jobs)[f"RoleBinding/{names[ns2]}"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{NAME}-worker", "namespace": ns2}]
 
@@ -146,3 +149,7 @@ def test_a_jobs_namespace_outside_the_watched_ones_is_an_invalid_spec_naming_bot
     message = st.get_condition(result.status, st.READY)["message"]
     assert "spec.workPool.kubernetes.namespace" in message and "'flow-jobs'" in message
     assert "team-a, team-b" in message and "operator.watchNamespaces" in message
+    # Listing it as allowed does not help: a namespaced operator has no rights there at all.
+    settings = OperatorSettings(namespaces=["team-a", "team-b"], allowed_jobs_namespaces=["flow-jobs"])
+    result = asyncio.run(Reconciler(settings, None).reconcile(_body("team-a", jobs="flow-jobs")))  # type: ignore[arg-type]
+    assert result.problem is not None and "operator.watchNamespaces" in st.get_condition(result.status, st.READY)["message"]

@@ -130,19 +130,19 @@ async def test_flow_run_becomes_a_container_with_the_image_and_the_workers_crede
     await delete_pipeline(p, PrefectConnection(prefect_server.api_url))
 
 
-async def test_adopted_docker_pool_gets_the_template_its_flow_runs_need(prefect_server):
+async def test_a_docker_pool_made_by_hand_is_not_rewritten(prefect_server, prefect_write_counter):
+    # Issue 12: its template is someone else's; changing its entrypoint would change their runs.
     pool = unique("theirs")
+    theirs = DockerWorker.get_default_base_job_template()
     with prefect_api(prefect_server) as client:
-        assert client.post("work_pools/", json={
-            "name": pool, "type": "docker", "base_job_template": DockerWorker.get_default_base_job_template(),
-        }).status_code == 201
+        assert client.post("work_pools/", json={"name": pool, "type": "docker", "base_job_template": theirs}).status_code == 201
     p = docker_pipeline(unique("adopt"), pool)
-    result = await sync_pipeline(p, PrefectConnection(prefect_server.api_url))
-    assert f"updated work pool {pool} (base_job_template, concurrency_limit)" in result.actions
+    prefect_write_counter.reset()
+    with pytest.raises(PrefectRejected, match=rf"work pool '{pool}' was not created by this pipeline.*job template"):
+        await sync_pipeline(p, PrefectConnection(prefect_write_counter.api_url))
+    assert prefect_write_counter.writes == []
     with prefect_api(prefect_server) as client:
-        assert client.get(f"work_pools/{pool}").json()["base_job_template"] == expected_template()
-    deleted = await delete_pipeline(p, PrefectConnection(prefect_server.api_url))
-    assert not deleted.deleted_work_pool  # adopted, not ours to delete
+        assert client.get(f"work_pools/{pool}").json()["base_job_template"] == theirs
 
 
 async def test_docker_pool_without_an_image_is_refused_before_any_write(prefect_server, prefect_write_counter):

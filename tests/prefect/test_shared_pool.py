@@ -49,7 +49,7 @@ async def test_kubernetes_pipelines_share_a_pool_each_with_its_own_namespace_and
         prefect_server, prefect_write_counter):
     pool = unique("shared")
     a = k8s_pipeline(unique("a"), pool, "jobs-a", 600, "secret-a", {"cpu_request": "500m"})
-    b = k8s_pipeline(unique("b"), pool, "jobs-b", 7200, "secret-b", {"memory_limit": "2Gi"})
+    b = k8s_pipeline(unique("b"), pool, "jobs-b", 7200, "secret-b", {"memory_limit": "3Gi"})
     conn = PrefectConnection(prefect_write_counter.api_url)
     first_a = await sync_pipeline(a, conn, namespace="team-a")
     first_b = await sync_pipeline(b, conn, namespace="team-b")
@@ -65,7 +65,8 @@ async def test_kubernetes_pipelines_share_a_pool_each_with_its_own_namespace_and
         properties = client.get(f"work_pools/{pool}").json()["base_job_template"]["variables"]["properties"]
     assert properties["namespace"]["default"] == "default"  # Prefect's own: no pipeline's
     assert properties["finished_job_ttl"].get("default") is None
-    assert properties["cpu_request"].get("default") is None and properties["memory_limit"].get("default") is None
+    # eveflow's defaults for every flow run (issue 12), the same for all pipelines sharing the pool.
+    assert (properties["cpu_request"]["default"], properties["memory_limit"]["default"]) == ("250m", "2Gi")
 
     for result, jobs_namespace, ttl, secret in ((first_a, "jobs-a", 600, "secret-a"),
                                                 (first_b, "jobs-b", 7200, "secret-b")):
@@ -79,10 +80,11 @@ async def test_kubernetes_pipelines_share_a_pool_each_with_its_own_namespace_and
             assert container["envFrom"] == [{"secretRef": {"name": secret}}]
             assert container["image"] == IMAGE and container["command"] == ["/usr/bin/env"]
             resources = container.get("resources") or {}
-            if jobs_namespace == "jobs-a":
-                assert resources["requests"] == {"cpu": "500m"} and not resources.get("limits"), resources
+            if jobs_namespace == "jobs-a":  # its own cpu request, eveflow's defaults for the rest
+                assert resources == {"requests": {"cpu": "500m", "memory": "512Mi"}, "limits": {"memory": "2Gi"}}
             else:
-                assert resources["limits"] == {"memory": "2Gi"} and not resources.get("requests"), resources
+                expected = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "3Gi"}}
+                assert resources == expected, resources
     await delete_pipeline(b, conn, namespace="team-b")
     await delete_pipeline(a, conn, namespace="team-a")
 
@@ -97,10 +99,10 @@ def docker_pipeline(name: str, pool: str, job_variables: dict):
 async def test_docker_pipelines_share_a_pool_each_with_its_own_job_variables(prefect_server, prefect_write_counter):
     pool = unique("dshared")
     a = docker_pipeline(unique("da"), pool, {"mem_limit": "1g", "networks": ["net-a"], "env": {"A_ONLY": "1"}})
-    b = docker_pipeline(unique("db"), pool, {"mem_limit": "4g", "networks": ["net-b"], "env": {"B_ONLY": "2"}})
+    b = docker_pipeline(unique("db"), pool, {"mem_limit": "4g", "networks": ["net-b"]})
     conn = PrefectConnection(prefect_write_counter.api_url)
-    first_a = await sync_pipeline(a, conn)
-    first_b = await sync_pipeline(b, conn)  # adds its env entry to the pool's once
+    first_a = await sync_pipeline(a, conn)  # the creator: its env entry goes on the pool
+    first_b = await sync_pipeline(b, conn)
     prefect_write_counter.reset()
     assert ((await sync_pipeline(a, conn)).writes, (await sync_pipeline(b, conn)).writes) == (0, 0), \
         prefect_write_counter.writes
@@ -111,12 +113,14 @@ async def test_docker_pipelines_share_a_pool_each_with_its_own_job_variables(pre
             assert (configuration.mem_limit, configuration.networks) == (mem, [network])
             assert configuration.image == IMAGE
             assert configuration.container_create_kwargs == {"entrypoint": ["/usr/bin/env"]}
-            assert configuration.env["A_ONLY"] == "1" and configuration.env["B_ONLY"] == "2"
+            assert configuration.env["A_ONLY"] == "1"
             assert "PGPASSWORD" in configuration.env  # the destination references stay
 
-    # The pool's env is shared: another value for an entry is refused, not fought over.
-    clash = docker_pipeline(unique("dc"), pool, {"env": {"A_ONLY": "other"}})
-    with pytest.raises(PrefectRejected, match=r"jobVariables.env: A_ONLY"):
-        await sync_pipeline(clash, conn)
+    # The pool's env reaches every run of the pool: a pipeline that did not create it sets none
+    # (issue 12), whether the entry is new or set differently.
+    for env in ({"A_ONLY": "other"}, {"B_ONLY": "2"}):
+        sharer = docker_pipeline(unique("dc"), pool, {"env": env})
+        with pytest.raises(PrefectRejected, match=rf"jobVariables.env: {next(iter(env))}"):
+            await sync_pipeline(sharer, conn)
     await delete_pipeline(b, conn)
     await delete_pipeline(a, conn)

@@ -224,6 +224,7 @@ async def test_adopted_pool_is_kept_and_a_pool_of_another_type_is_rejected(prefe
     with api(prefect_server) as client:
         assert client.post("work_pools/", json={
             "name": pool, "type": "process", "base_job_template": default_base_job_template("process"),
+            "concurrency_limit": 4,  # what the spec says: a shared pool is used as it is, never changed
         }).status_code == 201
     p = pipeline(unique("adopt"), pool)
     result = await sync_pipeline(p, conn)

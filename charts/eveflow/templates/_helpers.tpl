@@ -75,8 +75,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if $auth.existingSecret }}
 {{- $auth.existingSecret }}
-{{- else if or $auth.apiKey $auth.authString }}
+{{- else if or $auth.apiKey $auth.authString (include "eveflow.prefectServer.generatesAuth" .) }}
 {{- printf "%s-prefect" (include "eveflow.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the chart generates the bundled server's auth string (none given in prefect.auth). */}}
+{{- define "eveflow.prefectServer.generatesAuth" -}}
+{{- $auth := .Values.prefect.auth }}
+{{- if and .Values.prefectServer.enabled (eq .Values.prefectServer.auth "enabled") (not $auth.existingSecret) (not $auth.authString) -}}
+true
 {{- end }}
 {{- end }}
 
@@ -87,4 +95,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- else if .Values.prefectServer.enabled }}
 {{- printf "http://%s.%s.svc:%d/api" (include "eveflow.prefectServer.fullname" .) .Release.Namespace (int .Values.prefectServer.service.port) }}
 {{- end }}
+{{- end }}
+
+{{/* The fixed ClusterRole holding the worker's rules; the operator binds it per jobs namespace. */}}
+{{- define "eveflow.workerClusterRoleName" -}}
+{{- printf "%s-worker" (include "eveflow.fullname" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}

@@ -21,6 +21,19 @@ Call with (dict "ctx" $ "apiUrl" <default API URL or "">).
   value: {{ $v.operator.metricsPort | quote }}
 - name: EVEFLOW_OPERATOR_HEALTH_PORT
   value: {{ $v.operator.healthPort | quote }}
+# The tenant boundary (docs/operations.md, "Running eveflow for several teams").
+- name: EVEFLOW_OPERATOR_WORKER_CLUSTER_ROLE
+  value: {{ include "eveflow.workerClusterRoleName" .ctx | quote }}
+- name: EVEFLOW_OPERATOR_ALLOWED_JOBS_NAMESPACES
+  value: {{ join "," $v.operator.allowedJobsNamespaces | quote }}
+- name: EVEFLOW_OPERATOR_ALLOWED_IMAGE_REGISTRIES
+  value: {{ join "," $v.operator.allowedImageRegistries | quote }}
+- name: EVEFLOW_OPERATOR_ALLOW_PLAIN_HTTP_CREDENTIALS
+  value: {{ $v.operator.allowPlainHttpCredentials | quote }}
+{{- with include "eveflow.prefectSecretName" .ctx }}
+- name: EVEFLOW_OPERATOR_PREFECT_CREDENTIALS_SECRET
+  value: {{ printf "%s/%s" $.ctx.Release.Namespace . | quote }}
+{{- end }}
 {{- if .apiUrl }}
 - name: EVEFLOW_OPERATOR_PREFECT_API_URL
   value: {{ .apiUrl | quote }}

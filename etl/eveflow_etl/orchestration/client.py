@@ -15,6 +15,7 @@ import asyncio
 import base64
 import json
 import logging
+import unicodedata
 from typing import Any
 
 import httpx
@@ -127,7 +128,7 @@ class PrefectApi:
             raise PrefectUnavailable(f"Prefect API at {where} failed with HTTP {status} on {method} {path}: {_detail(response)}")
         if 300 <= status < 400:  # a wrong path; Prefect's routes do not redirect
             raise PrefectRejected(f"Prefect answered {method} {path} with a redirect (HTTP {status}) to "
-                                  f"{response.headers.get('location')}: is {where} the API URL?")
+                                  f"{excerpt(response.headers.get('location') or '', 100)}: is {where} the API URL?")
         if status == 409:
             raise PrefectConflict(f"Prefect answered {method} {path} with a conflict (HTTP 409): {_detail(response)}")
         if status >= 400:
@@ -141,17 +142,29 @@ class PrefectApi:
                                      "(is the URL a Prefect API? a server's ends in /api)") from None
 
 
+EXCERPT_CHARS = 200
+
+
+def excerpt(text: str, limit: int = EXCERPT_CHARS) -> str:
+    """``text`` safe to put in a status, an Event or a log line: control and format characters
+    (newlines, ANSI escapes, bidi overrides) become spaces, runs of spaces one, at most ``limit``
+    characters. What a Prefect API answers is not trusted: the URL is the pipeline author's."""
+    cleaned = " ".join("".join(" " if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c
+                               for c in text[:limit * 4]).split())
+    return cleaned if len(cleaned) <= limit else cleaned[:limit - 1] + "…"
+
+
 def _detail(response: httpx.Response) -> str:
     try:
         body = response.json()
     except ValueError:
-        return response.text[:300].replace("\n", " ")
+        return excerpt(response.text)
     if isinstance(body, dict):
         detail = body.get("detail") or body.get("exception_detail") or body.get("exception_message") or body
         if isinstance(detail, list):  # FastAPI validation errors
-            return "; ".join(
+            return excerpt("; ".join(
                 f"{'.'.join(str(p) for p in item.get('loc', []))}: {item.get('msg')}" if isinstance(item, dict) else str(item)
-                for item in detail
-            )[:1000]
-        return str(detail)[:1000]
-    return str(body)[:300]
+                for item in detail[:20]
+            ))
+        return excerpt(str(detail))
+    return excerpt(str(body))

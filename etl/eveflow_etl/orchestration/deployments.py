@@ -14,7 +14,7 @@ from functools import lru_cache
 from typing import Any
 
 from eveflow_etl.orchestration.client import PrefectApi
-from eveflow_etl.orchestration.pools import FLOW_RUN_ENTRYPOINT, build_base_job_template
+from eveflow_etl.orchestration.pools import build_base_job_template
 from eveflow_etl.orchestration.schedules import cron_schedule, ensure_schedules
 from eveflow_etl.orchestration.types import PrefectRejected
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME, EvePipeline
@@ -84,12 +84,9 @@ def flow_run_job_variables(pipeline: EvePipeline, namespace: str) -> dict[str, A
         if not variables.get("image"):
             raise PrefectRejected(
                 "spec.worker.image: a docker pool runs each flow in a container of this image, and Prefect's "
-                "default image has no eveflow in it; set spec.worker.image (or spec.workPool.jobVariables.image)"
+                "default image has no eveflow in it; set spec.worker.image"
             )
         variables.pop("env", None)
-        if variables.get("container_create_kwargs"):  # replaces the pool's, which has the entrypoint
-            variables["container_create_kwargs"] = {"entrypoint": list(FLOW_RUN_ENTRYPOINT),
-                                                    **variables["container_create_kwargs"]}
     return variables
 
 
@@ -137,7 +134,8 @@ def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDe
             flow_name=ETL_FLOW_NAME,
             body={**common, "entrypoint": ETL_ENTRYPOINT, "parameters": etl_parameters,
                   "parameter_openapi_schema": flow_parameter_schema(ETL_ENTRYPOINT)},
-            schedules=[cron_schedule(s.slug, s.cron, s.timezone, s.parameters, s.active) for s in spec.schedules],
+            schedules=[cron_schedule(s.slug, s.cron, s.timezone, s.parameters.model_dump(exclude_none=True),
+                                     s.active) for s in spec.schedules],
         )
     ]
     if spec.maintenance.enabled:

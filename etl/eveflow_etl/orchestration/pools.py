@@ -1,12 +1,13 @@
 """Work pools and their queues: desired state from the spec, and read-compare-write against Prefect.
 
 A pool eveflow creates is marked in its description (:data:`MANAGED_MARKER`, naming the pipeline
-that created it); only such a pool is ever deleted, and only when no deployment uses it. A pool
-with the same name and type is adopted (its queues and limit are brought to the spec; kubernetes
-and docker pools get the structure of eveflow's job template). The template never holds what
-differs between pipelines (jobs namespace, TTL, image, job variables): the deployments carry that,
-so any number of pipelines share a pool without rewriting it. A limit removed from the spec is
-cleared only by the creator.
+that created it); only such a pool is ever deleted, and only when no deployment uses it. Only the
+pipeline that created a pool changes it (template, limit, its queues' limits and order): for every
+other pipeline the pool is shared, and a change would change other pipelines' flow runs, so a
+spec that disagrees with the pool is refused, naming what differs (a missing queue is only
+added). The template never holds what differs between pipelines (jobs namespace, TTL, image,
+job variables): the deployments carry that, so any number of pipelines share a pool without
+rewriting it. A limit removed from the spec is cleared only by the creator.
 """
 
 from __future__ import annotations
@@ -55,12 +56,26 @@ def default_base_job_template(pool_type: str) -> dict[str, Any]:
     raise PrefectRejected(f"spec.workPool.type '{pool_type}': Prefect knows no default job template for it")
 
 
+FLOW_RUN_POD_LABEL = "eveflow.dev/flow-run"
+# What every eveflow container runs with: the "restricted" Pod Security Standard.
+CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
+    "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
+}
+# (volume, size limit, mount path): where an eveflow process writes with a read-only root
+# filesystem -- /tmp (PREFECT_HOME, XDG_CACHE_HOME in the image) and EVEFLOW_DATA_DIR's default.
+WRITABLE_DIRS = (("tmp", "1Gi", "/tmp"), ("data", "4Gi", "/home/eveflow/.eveflow"))
+# A flow-run Job's resources when the pipeline's jobVariables do not set them (the worker's defaults).
+JOB_RESOURCE_DEFAULTS = {"cpu_request": "250m", "memory_request": "512Mi", "memory_limit": "2Gi"}
+
+
 def _add_env_from_variable(template: dict[str, Any]) -> None:
     """Give the kubernetes template an ``env_from`` variable feeding the container's ``envFrom``,
     and the container the entrypoint that runs Prefect's command.
 
     Prefect's default template only has ``env`` (literal values); flow-run Jobs need the
-    destination's credentials, which must come from a Secret reference, never a literal.
+    destination's credentials, which must come from a Secret reference, never a literal. The pod
+    also gets the restricted security context, writable volumes and default resources.
     """
     template["variables"]["properties"]["env_from"] = {
         "title": "Environment from Secrets",
@@ -69,9 +84,23 @@ def _add_env_from_variable(template: dict[str, Any]) -> None:
         "items": {"type": "object"},
         "default": [],
     }
-    containers = template["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"]
+    pod_template = template["job_configuration"]["job_manifest"]["spec"]["template"]
+    # What the bundled Prefect server's NetworkPolicy admits (the chart's prefect-server.yaml).
+    pod_template.setdefault("metadata", {}).setdefault("labels", {})[FLOW_RUN_POD_LABEL] = "true"
+    pod = pod_template["spec"]
+    containers = pod["containers"]
     containers[0]["envFrom"] = "{{ env_from }}"
     containers[0]["command"] = list(FLOW_RUN_ENTRYPOINT)
+    # The restricted Pod Security Standard, and no API token: a flow run only talks to Prefect
+    # and the destination. The image's user is non-root (10001); its writable places are volumes.
+    pod["automountServiceAccountToken"] = False
+    pod["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    pod["volumes"] = [{"name": name, "emptyDir": {"sizeLimit": size}} for name, size, _ in WRITABLE_DIRS]
+    containers[0]["securityContext"] = dict(CONTAINER_SECURITY_CONTEXT)
+    containers[0]["volumeMounts"] = [{"name": name, "mountPath": path} for name, _, path in WRITABLE_DIRS]
+    # Requests and limits unless the pipeline's jobVariables set them (cpu_request, memory_limit, …).
+    for variable, default in JOB_RESOURCE_DEFAULTS.items():
+        template["variables"]["properties"][variable]["default"] = default
 
 
 def docker_destination_env() -> dict[str, str]:
@@ -117,18 +146,20 @@ def _with_docker_env(template: dict[str, Any], pipeline: EvePipeline, owner: boo
     Its entries stay on the pool, not in the deployments: a deployment's ``env`` replaces the pool's
     whole ``env`` (losing the destination references), and ``{{ $NAME }}`` references in a
     deployment would be resolved into literals by ``prefect deploy`` from a rendered prefect.yaml.
-    Entries are only added, so pipelines sharing the pool converge; an entry another pipeline set
-    differently is refused (the creator's value wins), since the two would rewrite it every pass.
+    Only the pool's creator sets them: every flow run of the pool gets them, so an entry from a
+    pipeline sharing the pool would reach other pipelines' runs; a sharer's entry the pool does not
+    already have with the same value is refused.
     """
     wanted = pipeline.spec.work_pool.job_variables.get("env") or {}
     env = template["variables"]["properties"]["env"]
     current = dict(env.get("default") or {})
-    clashes = sorted(k for k, v in wanted.items() if k in current and current[k] != v)
-    if clashes and not owner:
+    differing = sorted(k for k, v in wanted.items() if current.get(k) != v)
+    if differing and not owner:
         raise PrefectRejected(
-            f"spec.workPool.jobVariables.env: {', '.join(clashes)} already set differently on docker pool "
-            f"'{pipeline.spec.work_pool.name}' by a pipeline sharing it (a docker pool's env is shared by all "
-            "its pipelines); use the same values or another spec.workPool.name"
+            f"spec.workPool.jobVariables.env: {', '.join(differing)} not set so on docker pool "
+            f"'{pipeline.spec.work_pool.name}', which another pipeline created (a docker pool's env reaches every "
+            "flow run of the pool, so only its creator sets it); remove them, or use a pool of this pipeline's "
+            "own (another spec.workPool.name)"
         )
     env["default"] = {**current, **wanted}
     return template
@@ -216,6 +247,14 @@ async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, ac
     if spec.concurrency_limit is not None or owner:
         if observed.get("concurrency_limit") != spec.concurrency_limit:
             update["concurrency_limit"] = spec.concurrency_limit
+    if update and not owner:
+        raise PrefectRejected(
+            f"work pool '{spec.name}' was not created by this pipeline and differs from its spec "
+            f"({', '.join(sorted(update))}); eveflow does not change a pool it shares (other pipelines' flow runs "
+            "would change): make spec.workPool match the pool (concurrencyLimit, or none), or use a pool of this "
+            "pipeline's own (another spec.workPool.name)"
+            + (" -- the pool also lacks the job template eveflow's flow runs need" if "base_job_template" in update else "")
+        )
     if update:
         await api.write("PATCH", f"/work_pools/{spec.name}", update)
         actions.append(f"updated work pool {spec.name} ({', '.join(sorted(update))})")
@@ -227,14 +266,20 @@ def _priority_order(queues: list[WorkQueueSpec]) -> list[str]:
     return [q.name for q in sorted(queues, key=lambda q: (q.priority, queues.index(q)))]
 
 
-async def ensure_queues(api: PrefectApi, pipeline: EvePipeline, actions: list[str]) -> dict[str, str]:
-    """Create missing queues, fix limits and the priority order. Queues not in the spec are left
-    alone (other pipelines may share the pool). Returns queue name → id."""
+async def ensure_queues(api: PrefectApi, pipeline: EvePipeline, actions: list[str], *, owner: bool = True) -> dict[str, str]:
+    """Create missing queues; the pool's creator (``owner``) also fixes limits and the priority
+    order (on a shared pool those are the creator's: a differing limit is refused, the order left).
+    Queues not in the spec are left alone (other pipelines may share the pool). Returns queue name → id."""
     pool = pipeline.spec.work_pool
     observed = {q["name"]: q for q in await api.query(f"/work_pools/{pool.name}/queues/filter", {})}
     for queue in pool.queues:
         if queue.name in observed:
             current = observed[queue.name]
+            if current.get("concurrency_limit") != queue.concurrency_limit and not owner:
+                raise PrefectRejected(
+                    f"spec.workPool.queues: queue {pool.name}/{queue.name} has concurrencyLimit "
+                    f"{current.get('concurrency_limit')} on a pool another pipeline created; use the same limit, "
+                    "or a pool of this pipeline's own (another spec.workPool.name)")
             if current.get("concurrency_limit") != queue.concurrency_limit:
                 await api.write("PATCH", f"/work_pools/{pool.name}/queues/{queue.name}",
                                 {"concurrency_limit": queue.concurrency_limit})
@@ -253,7 +298,7 @@ async def ensure_queues(api: PrefectApi, pipeline: EvePipeline, actions: list[st
     # compared is the order of the spec's queues, not the numbers.
     desired_order = _priority_order(pool.queues)
     observed_order = sorted(desired_order, key=lambda n: observed[n]["priority"])
-    if observed_order != desired_order:
+    if observed_order != desired_order and owner:
         for queue in sorted(pool.queues, key=lambda q: q.priority):
             if observed[queue.name]["priority"] != queue.priority:
                 await api.write("PATCH", f"/work_pools/{pool.name}/queues/{queue.name}", {"priority": queue.priority})

@@ -45,7 +45,8 @@ async def sync_pipeline(pipeline: EvePipeline, conn: PrefectConnection, *, names
             observed = {want.name: await deps.read_owned_deployment(api, want) for want in desired}
             pool = await pools.ensure_pool(api, pipeline, namespace, result.actions)
             result.work_pool_id = pool.get("id")
-            await pools.ensure_queues(api, pipeline, result.actions)
+            await pools.ensure_queues(api, pipeline, result.actions,
+                                      owner=pools.is_owner(pool, pipeline, namespace))
             for want in desired:
                 deployment, schedule_ids = await deps.ensure_deployment(api, want, observed[want.name], result.actions)
                 result.deployment_ids[want.name] = deployment["id"]
