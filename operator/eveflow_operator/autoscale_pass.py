@@ -19,6 +19,7 @@ from eveflow_etl.orchestration.types import PrefectAuthError, PrefectRejected, P
 from eveflow_etl.spec import API_GROUP, API_VERSION, KIND
 
 from eveflow_operator import autoscale as asc
+from eveflow_operator import status as st
 from eveflow_operator.apply import owned
 from eveflow_operator.kube import KubeConflict, object_path
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection
@@ -63,6 +64,10 @@ async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = Non
         return PollResult(skipped="no autoscaling")
     if status.get("observedGeneration") != meta.get("generation"):
         return PollResult(skipped="a reconcile pass is due")  # it applies the new spec first
+    if (st.get_condition(status, st.PREFECT_SYNCED) or {}).get("status") != "True":
+        # The last pass stopped (a spec the boundary checks refused, a worker Deployment not
+        # ours, Prefect down): the autoscaler must not apply what that pass would not.
+        return PollResult(skipped="the last reconcile pass stopped")
     now = time.monotonic() if now is None else now
     # The timer ticks at the smallest pollSeconds; each pipeline polls at its own (0.5 s slack
     # for the tick's own jitter).

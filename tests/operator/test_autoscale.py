@@ -124,3 +124,64 @@ def test_render_targets_map_or_document_autoscaling() -> None:
     fixed = parse_pipeline(_doc({}))
     assert "MIN_INSTANCES = 1\n  MAX_INSTANCES = 1;" in spcs.service_statements(spcs.names_for(fixed))["service-create.sql"]
     assert "Kubernetes feature" not in vm.build_readme(fixed)
+
+
+class _FakeKube:
+    def __init__(self) -> None:
+        self.writes: list[str] = []
+
+    async def apply(self, obj, field_manager):
+        self.writes.append(f"apply {obj['kind']}/{obj['metadata']['name']} replicas={obj['spec']['replicas']}")
+        return obj
+
+    async def patch_status(self, path, changes, resource_version):
+        self.writes.append(f"status {changes}")
+        return {}
+
+    async def get(self, path):
+        return None
+
+
+def _poll(status: dict, runs: tuple) -> tuple[object, list[str]]:
+    """One autoscale poll of a pipeline with five runs due, the given last status; what it wrote."""
+    from eveflow_operator.autoscale_pass import poll
+    from eveflow_operator.reconcile import Reconciler
+
+    async def reader(conn, pool, lead):
+        return PoolRuns(runs=runs, read_at=asyncio.get_running_loop().time())
+
+    async def main():
+        kube = _FakeKube()
+        rec = Reconciler(OperatorSettings(prefect_api_url="http://prefect:4200/api", worker_image="x/y:1"), kube)
+        rec.pool_reader = SharedPoolReader(reader)
+        doc = _doc({"autoscaling": {"maxReplicas": 3}})
+        body = {**doc, "metadata": {"name": "p", "namespace": "n", "uid": "u1", "generation": 1,
+                                    "resourceVersion": "7"}, "status": status}
+        result = await poll(rec, body, now=1000.0)
+        return result, kube.writes
+
+    return asyncio.run(main())
+
+
+def _synced(status: str) -> dict:
+    return {"observedGeneration": 1, "deploymentIds": {"p": "d1"},
+            "conditions": [{"type": "PrefectSynced", "status": status, "reason": "X", "message": "",
+                            "lastTransitionTime": "2026-01-01T00:00:00Z"}]}
+
+
+def test_poll_scales_and_writes_once_then_nothing_when_unchanged() -> None:
+    five = tuple(("d1", "default", "SCHEDULED") for _ in range(5))
+    result, writes = _poll(_synced("True"), five)
+    assert result.decision.desired == 3
+    assert writes[0] == "apply Deployment/p-worker replicas=3" and writes[1].startswith("status")
+    steady = {**_synced("True"), "worker": {"desiredReplicas": 3, "reason": "Steady", "waiting": 5, "running": 0}}
+    result, writes = _poll(steady, five)
+    assert (result.decision.desired, writes) == (3, [])
+
+
+def test_poll_does_not_apply_what_a_stopped_pass_refused() -> None:
+    # The last pass stopped (e.g. the worker Deployment's name belongs to someone else's object,
+    # or the image is not allowed): runs waiting must not make the autoscaler apply it.
+    five = tuple(("d1", "default", "SCHEDULED") for _ in range(5))
+    result, writes = _poll(_synced("False"), five)
+    assert result.decision is None and writes == []
