@@ -447,6 +447,15 @@ class RunSummary(_Model):
     rows_quarantined: int | None = None
 
 
+class WorkerAutoscalingStatus(_Model):
+    """What the autoscaler decided at its last change (spec.worker.autoscaling only)."""
+
+    desired_replicas: int | None = Field(default=None, description="Worker replicas the autoscaler set.")
+    reason: str | None = Field(default=None, description="ScaledUp, ScaledDown, ScaleDownDelayed, Steady or Suspended.")
+    waiting: int | None = Field(default=None, description="Flow runs due, pending or running on the worker's queues.")
+    running: int | None = Field(default=None, description="Of which running.")
+
+
 class EvePipelineStatus(_Model):
     """What the operator observed; written once per reconcile pass."""
 
@@ -462,6 +471,7 @@ class EvePipelineStatus(_Model):
     spec_hash: str | None = Field(default=None, description="Hash of the spec last synced to Prefect.")
     last_run: RunSummary | None = None
     next_run: RunSummary | None = None
+    worker: WorkerAutoscalingStatus | None = None
 
 
 class ObjectMeta(BaseModel):

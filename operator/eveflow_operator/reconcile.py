@@ -203,6 +203,9 @@ class Reconciler:
         except SecretNotFound as exc:
             return stop(st.SECRET_NOT_FOUND, str(exc))
         autoscaled = self.autoscaled(meta.get("uid", meta["name"]), previous)
+        if pipeline.spec.worker.autoscaling is None:  # removed: a fixed count again, no stale memory
+            self.autoscale.forget(meta.get("uid", meta["name"]))
+            autoscaled = None
         children = build_children(pipeline, self.settings, namespace, autoscaled=autoscaled)
         live = await read_children(self.kube, children)
         refused = takeover_problem(children, live)
@@ -248,6 +251,8 @@ class Reconciler:
         worker = st.WorkerState(desired=desired, available=available)
         obs = st.Observation(generation=generation, sync=result, worker=worker, suspended=pipeline.spec.suspend)
         new = st.reduce_status(previous, obs, now)
+        if pipeline.spec.worker.autoscaling is None:
+            new.pop("worker", None)  # the autoscaler's status.worker, left from when it was on
         if (st.get_condition(previous, st.READY) or {}).get("status") != "True" and \
                 (st.get_condition(new, st.READY) or {}).get("status") == "True":
             events.append(EventSpec("Normal", "Ready", st.get_condition(new, st.READY)["message"]))
