@@ -73,15 +73,18 @@ class KubeApi:
         self._token_source: Any = None
 
     @classmethod
-    def from_environment(cls) -> KubeApi:
+    def from_environment(cls, kubeconfig: str | None = None) -> KubeApi:
+        """In-cluster credentials, else the kubeconfig (``kubeconfig``, or the default one)."""
         from kubernetes import config
         from kubernetes.client import Configuration
 
         cfg = Configuration()
         try:
+            if kubeconfig:
+                raise config.ConfigException("a kubeconfig was named")
             config.load_incluster_config(client_configuration=cfg)
         except config.ConfigException:
-            config.load_kube_config(client_configuration=cfg)
+            config.load_kube_config(config_file=kubeconfig, client_configuration=cfg)
         ssl_context: ssl.SSLContext | bool
         if not cfg.verify_ssl:
             ssl_context = False

@@ -55,7 +55,7 @@ def _create_rbac(kube, owner_namespace: str, where: str, name: str = "order-book
 
 
 def _rbac_left(kube, namespace: str) -> set[str]:
-    return {f"{o['kind']}/{o['metadata']['name']}" for plural in ("roles", "rolebindings")
+    return {f"{kind}/{o['metadata']['name']}" for plural, kind in (("roles", "Role"), ("rolebindings", "RoleBinding"))
             for o in kube.objects(plural, "rbac.authorization.k8s.io", namespace)}
 
 

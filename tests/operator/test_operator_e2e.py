@@ -227,7 +227,7 @@ def test_prefect_down_then_back(kube, ns, prefect, prefect_write_counter) -> Non
 
 def _rbac(kube, namespace: str) -> set[str]:
     """The worker Roles and RoleBindings in ``namespace``, as Kind/name."""
-    return {f"{o['kind']}/{o['metadata']['name']}" for plural in ("roles", "rolebindings")
+    return {f"{kind}/{o['metadata']['name']}" for plural, kind in (("roles", "Role"), ("rolebindings", "RoleBinding"))
             for o in kube.objects(plural, "rbac.authorization.k8s.io", namespace)}
 
 

@@ -57,7 +57,7 @@ def _drive(kube, step: Callable[[Reconciler], Awaitable[Any]], settings: Operato
 
 def _pairs(kube, namespace: str) -> dict[str, dict[str, Any]]:
     """Kind/name -> live Role or RoleBinding in ``namespace``."""
-    return {f"{o['kind']}/{o['metadata']['name']}": o for plural in ("roles", "rolebindings")
+    return {f"{kind}/{o['metadata']['name']}": o for plural, kind in (("roles", "Role"), ("rolebindings", "RoleBinding"))
             for o in kube.objects(plural, RBAC, namespace)}
 
 

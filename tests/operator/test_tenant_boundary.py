@@ -41,15 +41,46 @@ def prefect_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return calls
 
 
-def _drive(kube, body: dict, settings: OperatorSettings | None = None, step: str = "reconcile") -> Any:
-    async def run():
-        api = KubeApi(kube.url, {}, False)
-        try:
-            reconciler = Reconciler(settings or OperatorSettings(), api)
-            return await getattr(reconciler, step)(body)
-        finally:
-            await api.close()
-    return asyncio.run(run())
+CHART_RELEASE, CHART_NAMESPACE = "tb", "eveflow-tb"
+
+
+@pytest.fixture(scope="module")
+def as_operator(kube, tmp_path_factory):
+    """How the passes reach Kubernetes. On the real control plane: as the chart's operator
+    ServiceAccount, under the chart's own RBAC (`helm template` of its ServiceAccount and RBAC,
+    applied), so the API server's authorisation and escalation checks apply to every call. On
+    the emulator (no RBAC): directly."""
+    kube.kubectl("apply", "-f", str(CRD))  # ownerReferences name its kind
+    kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", check=False).returncode == 0, what="CRD served")
+    if not hasattr(kube, "kubeconfig_for"):
+        return lambda: KubeApi(kube.url, {}, False), "eveflow-worker"
+    from tests.chart.conftest import CHART
+
+    kube.api("POST", "/api/v1/namespaces", {"metadata": {"name": CHART_NAMESPACE}})
+    rendered = kube.helm("template", CHART_RELEASE, str(CHART), "-n", CHART_NAMESPACE,
+                         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml").stdout
+    kube.kubectl("apply", "-n", CHART_NAMESPACE, "-f", "-", input=rendered)
+    kubeconfig = kube.kubeconfig_for(CHART_NAMESPACE, f"{CHART_RELEASE}-eveflow")
+
+    def api() -> KubeApi:
+        return KubeApi.from_environment(str(kubeconfig))
+    return api, f"{CHART_RELEASE}-eveflow-worker"
+
+
+@pytest.fixture
+def _drive(as_operator):
+    make_api, worker_role = as_operator
+
+    def drive(kube, body: dict, settings: OperatorSettings | None = None, step: str = "reconcile") -> Any:
+        async def run():
+            api = make_api()
+            try:
+                chosen = (settings or OperatorSettings()).model_copy(update={"worker_cluster_role": worker_role})
+                return await getattr(Reconciler(chosen, api), step)(body)
+            finally:
+                await api.close()
+        return asyncio.run(run())
+    return drive
 
 
 def _namespace(kube, suffix: str, labels: dict[str, str] | None = None) -> str:
@@ -68,7 +99,8 @@ def _team(kube, suffix: str = "team-a") -> str:
 
 
 def _live(kube, plural: str, group: str | None, ns: str) -> list[dict]:
-    return kube.objects(plural, group, ns)
+    """The objects a pass of pipeline NAME could have made (not the namespace's `default` SA)."""
+    return [o for o in kube.objects(plural, group, ns) if o["metadata"]["name"].startswith(NAME)]
 
 
 def _message(result) -> str:
@@ -78,7 +110,7 @@ def _message(result) -> str:
 # --- 1. the jobs namespace ------------------------------------------------------------------------
 
 
-def test_a_pipeline_cannot_get_worker_rights_in_kube_system(kube, prefect_calls) -> None:
+def test_a_pipeline_cannot_get_worker_rights_in_kube_system(_drive, kube, prefect_calls) -> None:
     team = _team(kube)
     result = _drive(kube, _body(team, jobs="kube-system"))
     assert result.problem is not None and result.problem.reason == st.INVALID_SPEC and result.permanent
@@ -91,7 +123,7 @@ def test_a_pipeline_cannot_get_worker_rights_in_kube_system(kube, prefect_calls)
     assert prefect_calls == []
 
 
-def test_another_jobs_namespace_only_when_its_label_names_the_pipelines_namespace(kube, prefect_calls) -> None:
+def test_another_jobs_namespace_only_when_its_label_names_the_pipelines_namespace(_drive, kube, prefect_calls) -> None:
     team, other = _team(kube), _team(kube, "team-b")
     jobs = _namespace(kube, "jobs", labels={f"jobs.eveflow.dev/{other}": "true"})
     # Labelled for team-b, not team-a: refused.
@@ -107,12 +139,12 @@ def test_another_jobs_namespace_only_when_its_label_names_the_pipelines_namespac
     allowed = _drive(kube, _body(team, jobs=jobs))
     assert allowed.problem is None, allowed.problem
     (binding,) = _live(kube, "rolebindings", RBAC, jobs)
-    assert binding["roleRef"] == {"apiGroup": RBAC, "kind": "ClusterRole", "name": "eveflow-worker"}
+    assert binding["roleRef"]["kind"] == "ClusterRole" and binding["roleRef"]["name"].endswith("eveflow-worker")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{NAME}-worker", "namespace": team}]
     assert not _live(kube, "roles", RBAC, jobs), "no Role is created: the worker's rules are the chart's"
 
 
-def test_the_operator_setting_allows_a_jobs_namespace_for_every_pipeline(kube, prefect_calls) -> None:
+def test_the_operator_setting_allows_a_jobs_namespace_for_every_pipeline(_drive, kube, prefect_calls) -> None:
     team, jobs = _team(kube), _namespace(kube, "batch")
     result = _drive(kube, _body(team, jobs=jobs), OperatorSettings(allowed_jobs_namespaces=[jobs]))
     assert result.problem is None, result.problem
@@ -123,7 +155,7 @@ def test_the_operator_setting_allows_a_jobs_namespace_for_every_pipeline(kube, p
 # --- 2. images --------------------------------------------------------------------------------------
 
 
-def test_a_worker_image_from_a_registry_outside_the_allow_list_is_refused(kube, prefect_calls) -> None:
+def test_a_worker_image_from_a_registry_outside_the_allow_list_is_refused(_drive, kube, prefect_calls) -> None:
     team = _team(kube)
     body = _body(team)
     body["spec"]["worker"] = {"image": "evil.example.com/miner:latest"}
@@ -169,7 +201,7 @@ def _with_auth(body: dict, url: str) -> dict:
     return body
 
 
-def test_a_secret_not_marked_as_prefect_credentials_is_never_sent(kube, prefect_calls) -> None:
+def test_a_secret_not_marked_as_prefect_credentials_is_never_sent(_drive, kube, prefect_calls) -> None:
     team = _team(kube)
     _prefect_secret(kube, team)  # some Secret of the namespace (the author may not even read it)
     result = _drive(kube, _with_auth(_body(team), "https://collector.example.com/api"))
@@ -178,7 +210,7 @@ def test_a_secret_not_marked_as_prefect_credentials_is_never_sent(kube, prefect_
     assert prefect_calls == [] and not _live(kube, "deployments", "apps", team)
 
 
-def test_credentials_are_not_sent_over_plain_http_to_a_host_outside_the_cluster(kube, prefect_calls) -> None:
+def test_credentials_are_not_sent_over_plain_http_to_a_host_outside_the_cluster(_drive, kube, prefect_calls) -> None:
     team = _team(kube)
     _prefect_secret(kube, team, {"eveflow.dev/prefect-credentials": "true"})
     result = _drive(kube, _with_auth(_body(team), "http://collector.example.com/api"))
@@ -195,7 +227,7 @@ def test_credentials_are_not_sent_over_plain_http_to_a_host_outside_the_cluster(
 # --- 4. takeover -----------------------------------------------------------------------------------------
 
 
-def test_an_object_named_like_a_child_but_not_ours_is_not_taken_over(kube, prefect_calls) -> None:
+def test_an_object_named_like_a_child_but_not_ours_is_not_taken_over(_drive, kube, prefect_calls) -> None:
     team = _team(kube)
     theirs = {"metadata": {"name": f"{NAME}-worker", "labels": {"team": "payments"}}}
     assert kube.api("POST", f"/api/v1/namespaces/{team}/serviceaccounts", theirs)[0] == 201
@@ -230,7 +262,7 @@ def _stored_pipeline(kube, ns: str) -> dict:
     return cr
 
 
-def test_a_look_alike_deployment_cannot_mark_the_worker_available(kube) -> None:
+def test_a_look_alike_deployment_cannot_mark_the_worker_available(_drive, kube) -> None:
     team = _team(kube)
     cr = _stored_pipeline(kube, team)
     owner = {"apiVersion": "eveflow.dev/v1alpha1", "kind": "EvePipeline", "name": NAME, "uid": cr["metadata"]["uid"]}
@@ -286,7 +318,7 @@ def hostile_prefect():
     server.shutdown()
 
 
-def test_a_hostile_prefect_answer_reaches_status_and_events_only_as_a_short_clean_excerpt(kube, hostile_prefect) -> None:
+def test_a_hostile_prefect_answer_reaches_status_and_events_only_as_a_short_clean_excerpt(_drive, kube, hostile_prefect) -> None:
     team = _team(kube)
     body = _body(team)
     body["spec"]["prefect"] = {"apiUrl": hostile_prefect}
@@ -296,3 +328,24 @@ def test_a_hostile_prefect_answer_reaches_status_and_events_only_as_a_short_clea
         assert "ERROR" in text  # an excerpt of what Prefect said is kept ...
         assert len(text) < 600, len(text)  # ... a short one
         assert not any(ord(c) < 32 or c in "\x7f\u202e" for c in text), repr(text[:120])
+
+
+# --- 5. what the chart lets the operator do, asked of the API server ------------------------------------
+
+
+def test_the_charts_operator_cannot_run_jobs_or_grant_more_than_the_worker_role(_drive, kube) -> None:
+    if not hasattr(kube, "kubeconfig_for"):
+        pytest.skip("needs a real API server's RBAC (the control plane fixture)")
+    team = _team(kube)
+    operator = f"system:serviceaccount:{CHART_NAMESPACE}:{CHART_RELEASE}-eveflow"
+
+    def can(*what: str) -> bool:
+        proc = kube.kubectl("auth", "can-i", *what, "-n", team, "--as", operator, check=False)
+        return proc.stdout.strip() == "yes"
+
+    for denied in (("create", "jobs.batch"), ("delete", "pods"), ("get", "pods/log"), ("create", "roles"),
+                   ("bind", "clusterroles/cluster-admin"), ("escalate", "clusterroles"), ("list", "secrets")):
+        assert not can(*denied), f"the chart's operator may {' '.join(denied)}"
+    for allowed in (("bind", f"clusterroles/{CHART_RELEASE}-eveflow-worker"), ("create", "rolebindings"),
+                    ("get", "secrets")):
+        assert can(*allowed), f"the chart's operator may not {' '.join(allowed)}"
