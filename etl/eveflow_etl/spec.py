@@ -241,8 +241,50 @@ class ResourceRequirements(_Model):
     limits: ResourceList = Field(default_factory=lambda: ResourceList(memory="2Gi"))
 
 
+# Pool types whose flow runs do not run inside the worker: scaling the worker by the runs waiting
+# would add replicas that only submit Jobs/containers, which one replica already does for all.
+AUTOSCALING_POOL_TYPES = ("process",)
+DEFAULT_REPLICAS = 1
+
+
+class AutoscalingSpec(_Model):
+    """Scale the worker to the flow runs waiting for it (queue depth), to zero between runs."""
+
+    min_replicas: int = Field(default=0, ge=0, le=50, description="Fewest worker replicas (0: scale to zero).")
+    max_replicas: int = Field(default=3, ge=1, le=50, description="Most worker replicas.")
+    runs_per_replica: int = Field(
+        default=1, ge=1, le=100,
+        description="Flow runs one replica takes at a time (the worker's --limit).",
+    )
+    scale_down_delay_seconds: int = Field(
+        default=300, ge=0, le=86_400,
+        description="Demand must stay lower this long before the worker scales down.",
+    )
+    poll_seconds: int = Field(
+        default=15, ge=5, le=600,
+        description="How often the operator reads the queue depth from Prefect (one read per pool).",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"minReplicas ({self.min_replicas}) is above maxReplicas ({self.max_replicas}); "
+                "lower minReplicas or raise maxReplicas"
+            )
+        return self
+
+
 class WorkerSpec(_Model):
-    replicas: int = Field(default=1, ge=0, le=50)
+    replicas: int | None = Field(
+        default=None, ge=0, le=50,
+        description="Fixed number of worker replicas (default 1); not with autoscaling.",
+    )
+    autoscaling: AutoscalingSpec | None = Field(
+        default=None,
+        description="Scale the worker by the flow runs due or running on its queues (process pools "
+        "only); replaces replicas.",
+    )
     image: str | None = Field(
         default=None, max_length=512, pattern=r"^[^\s]+$",
         description="Worker image; empty: the operator's default image (the chart's).",
@@ -251,6 +293,15 @@ class WorkerSpec(_Model):
         default_factory=list, max_length=20, description="Queues this worker polls; empty: all of the pool's queues."
     )
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+
+    @model_validator(mode="after")
+    def _replicas_or_autoscaling(self) -> WorkerSpec:
+        if self.autoscaling is not None and self.replicas is not None:
+            raise ValueError(
+                "replicas and autoscaling are both set: autoscaling decides the replica count; "
+                "remove replicas (or remove autoscaling for a fixed count)"
+            )
+        return self
 
 
 class SourceSpec(_Model):
@@ -370,6 +421,12 @@ class EvePipelineSpec(_Model):
         duplicates = sorted({s for s in slugs if slugs.count(s) > 1})
         if duplicates:
             raise ValueError(f"schedule slugs must be unique; repeated: {', '.join(duplicates)}")
+        if self.worker.autoscaling is not None and self.work_pool.type not in AUTOSCALING_POOL_TYPES:
+            raise ValueError(
+                f"worker.autoscaling is for process pools; this pool is type: {self.work_pool.type}, whose "
+                "flow runs run in their own Jobs/containers, not in the worker, so one worker replica "
+                "submits them all and more replicas add nothing: remove worker.autoscaling"
+            )
         pool_queues = {q.name for q in self.work_pool.queues}
         unknown = [q for q in self.worker.queues if q not in pool_queues]
         if unknown:
@@ -400,6 +457,15 @@ class RunSummary(_Model):
     rows_quarantined: int | None = None
 
 
+class WorkerAutoscalingStatus(_Model):
+    """What the autoscaler decided at its last change (spec.worker.autoscaling only)."""
+
+    desired_replicas: int | None = Field(default=None, description="Worker replicas the autoscaler set.")
+    reason: str | None = Field(default=None, description="ScaledUp, ScaledDown, ScaleDownDelayed, Steady or Suspended.")
+    waiting: int | None = Field(default=None, description="Flow runs due, pending or running on the worker's queues.")
+    running: int | None = Field(default=None, description="Of which running.")
+
+
 class EvePipelineStatus(_Model):
     """What the operator observed; written once per reconcile pass."""
 
@@ -415,6 +481,7 @@ class EvePipelineStatus(_Model):
     spec_hash: str | None = Field(default=None, description="Hash of the spec last synced to Prefect.")
     last_run: RunSummary | None = None
     next_run: RunSummary | None = None
+    worker: WorkerAutoscalingStatus | None = None
 
 
 class ObjectMeta(BaseModel):

@@ -96,6 +96,28 @@ _RULES: dict[str, list[dict[str, str]]] = {
             "uses authStringSecretRef",
             "fieldPath": ".prefect.apiKeySecretRef",
         },
+        {
+            "rule": "!has(self.worker) || !has(self.worker.autoscaling) || "
+            "(has(self.workPool.type) ? self.workPool.type : 'process') == 'process'",
+            "message": "worker.autoscaling is for process pools: a kubernetes or docker pool runs flow runs "
+            "in their own Jobs/containers, not in the worker, so more worker replicas add nothing",
+            "fieldPath": ".worker.autoscaling",
+        },
+    ],
+    "worker": [
+        {
+            "rule": "!has(self.autoscaling) || !has(self.replicas)",
+            "message": "worker.replicas and worker.autoscaling are both set: autoscaling decides the "
+            "replica count; remove replicas (or remove autoscaling for a fixed count)",
+            "fieldPath": ".replicas",
+        }
+    ],
+    "worker.autoscaling": [
+        {
+            "rule": "(has(self.minReplicas) ? self.minReplicas : 0) <= (has(self.maxReplicas) ? self.maxReplicas : 3)",
+            "message": "worker.autoscaling.minReplicas is above maxReplicas; lower minReplicas or raise maxReplicas",
+            "fieldPath": ".minReplicas",
+        }
     ],
     "prefect.apiUrl": [
         {

@@ -16,7 +16,7 @@ import kopf
 from eveflow_etl.orchestration.types import redact_url
 from eveflow_etl.spec import API_GROUP, API_VERSION, PLURAL
 
-from eveflow_operator import metrics
+from eveflow_operator import autoscale_pass, metrics
 from eveflow_operator import status as st
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError
 from eveflow_operator.labels import WORKER_LABELS, WORKER_SELECTOR
@@ -24,6 +24,7 @@ from eveflow_operator.reconcile import PERMANENT, EventSpec, PassResult, Reconci
 from eveflow_operator.settings import OperatorSettings
 
 RESOURCE = (API_GROUP, API_VERSION, PLURAL)
+AUTOSCALE_TICK_SECONDS = 5.0  # the least spec.worker.autoscaling.pollSeconds
 FINALIZER = f"{API_GROUP}/finalizer"
 
 
@@ -134,12 +135,31 @@ def register(settings: OperatorSettings, registry: kopf.OperatorRegistry | None 
             return  # already told the user what to fix; a spec change brings the next pass
         await reconcile("resync", body, patch, 0, raise_errors=False)
 
+    # Queue-depth autoscaling: ticks at the smallest pollSeconds; each pipeline polls at its own.
+    # Only pipelines with worker.autoscaling get this timer; an unchanged poll writes nothing.
+    @kopf.timer(*RESOURCE, registry=registry, interval=AUTOSCALE_TICK_SECONDS,
+                when=lambda body, spec, **_: bool((spec.get("worker") or {}).get("autoscaling"))
+                and not body["metadata"].get("deletionTimestamp"))
+    async def autoscale(body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
+        assert runtime.reconciler is not None
+        try:
+            result = await autoscale_pass.poll(runtime.reconciler, body)
+        except KubeError as exc:
+            logger.warning("autoscaling: worker not scaled (%s); the next poll retries", exc)
+            return
+        if result.decision is not None:
+            meta = body["metadata"]
+            metrics.WORKER_DESIRED_REPLICAS.labels(meta["namespace"], meta["name"]).set(result.decision.desired)
+            metrics.WORKER_WAITING_RUNS.labels(meta["namespace"], meta["name"]).set(result.depth.waiting)
+        _post(body, result.events)
+
     # WorkerAvailable follows the worker Deployment's own changes: a pass never polls a rollout
     # (each poll was a full pass with Prefect reads, a CR write and a "failed temporarily" line).
     @kopf.on.event("apps", "v1", "deployments", labels=WORKER_LABELS, registry=registry)
     async def worker_changed(type: str, body: kopf.Body, logger: logging.Logger, **_: Any) -> None:
         if type == "DELETED" or runtime.reconciler is None:
             return  # a deleted worker is re-created by the next pass
+        metrics.observe_worker_deployment(body)
         try:
             pipeline, events = await runtime.reconciler.observe_worker(body)
             if pipeline is not None:

@@ -38,6 +38,21 @@ LAST_RUN_ROWS_QUARANTINED = Gauge(
     "Rows the last finished run sent to quarantine (status.lastRun.rowsQuarantined).",
     ["namespace", "pipeline"], registry=REGISTRY,
 )
+WORKER_DESIRED_REPLICAS = Gauge(
+    "eveflow_worker_desired_replicas",
+    "Worker replicas the autoscaler wants for each pipeline (status.worker.desiredReplicas).",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
+WORKER_READY_REPLICAS = Gauge(
+    "eveflow_worker_ready_replicas",
+    "Ready replicas of each pipeline's worker Deployment (as the operator last saw it).",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
+WORKER_WAITING_RUNS = Gauge(
+    "eveflow_worker_waiting_runs",
+    "Flow runs due, pending or running on each autoscaled pipeline's worker queues.",
+    ["namespace", "pipeline"], registry=REGISTRY,
+)
 
 
 def observe_last_run(namespace: str, pipeline: str, status: Mapping[str, Any]) -> None:
@@ -49,9 +64,19 @@ def observe_last_run(namespace: str, pipeline: str, status: Mapping[str, Any]) -
         LAST_RUN_ROWS_QUARANTINED.labels(namespace, pipeline).set(last_run["rowsQuarantined"])
 
 
+def observe_worker_deployment(deployment: Mapping[str, Any]) -> None:
+    """Export a worker Deployment's ready replicas under its owning pipeline's name."""
+    meta = deployment.get("metadata") or {}
+    owner = next((r for r in meta.get("ownerReferences") or [] if r.get("kind") == "EvePipeline"), None)
+    if owner is not None:
+        ready = (deployment.get("status") or {}).get("readyReplicas") or 0
+        WORKER_READY_REPLICAS.labels(meta.get("namespace", ""), owner["name"]).set(ready)
+
+
 def forget_pipeline(namespace: str, pipeline: str) -> None:
     """Drop a deleted pipeline's series so dashboards do not show it forever."""
-    for gauge in (LAST_RUN_ROWS_LOADED, LAST_RUN_ROWS_QUARANTINED):
+    for gauge in (LAST_RUN_ROWS_LOADED, LAST_RUN_ROWS_QUARANTINED, WORKER_DESIRED_REPLICAS, WORKER_WAITING_RUNS,
+                  WORKER_READY_REPLICAS):
         try:
             gauge.remove(namespace, pipeline)
         except KeyError:

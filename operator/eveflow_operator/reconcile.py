@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from eveflow_etl.errors import ConfigError
+from eveflow_etl.orchestration.queue_depth import SharedPoolReader
 from eveflow_etl.orchestration.types import (
     PrefectAuthError,
     PrefectConflict,
@@ -25,6 +26,7 @@ from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, EvePipeline, parse_pi
 
 from eveflow_operator import status as st
 from eveflow_operator.apply import apply_children, delete_stale, find_labelled, read_children, takeover_problem
+from eveflow_operator.autoscale import AutoscaleMemory, status_desired
 from eveflow_operator.boundary import image_problem, plain_http_problem
 from eveflow_operator.children import build_children
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, namespace_path, object_path
@@ -116,6 +118,8 @@ class Reconciler:
         # uid -> the status changes of the last pass, which kopf writes after the pass returns.
         self._unwritten: dict[str, dict[str, Any]] = {}
         self._syncs = asyncio.Semaphore(settings.max_concurrent_syncs)
+        self.autoscale = AutoscaleMemory()  # autoscale_pass.poll's memory between polls
+        self.pool_reader = SharedPoolReader()  # one queue-depth read per pool per poll
 
     def lock(self, uid: str) -> asyncio.Lock:
         return self._locks.setdefault(uid, asyncio.Lock())
@@ -123,6 +127,11 @@ class Reconciler:
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
         self._unwritten.pop(uid, None)
+        self.autoscale.forget(uid)
+
+    def autoscaled(self, uid: str, status: Mapping[str, Any] | None) -> int | None:
+        """The autoscaler's last count for the worker: this process's, else the status's."""
+        return self.autoscale.desired.get(uid, status_desired(status))
 
     async def read_secret(self, namespace: str, name: str) -> dict[str, Any] | None:
         return await self.kube.get(object_path("v1", "Secret", namespace, name))
@@ -193,7 +202,11 @@ class Reconciler:
             return stop(st.SECRET_NOT_OPTED_IN, str(exc))
         except SecretNotFound as exc:
             return stop(st.SECRET_NOT_FOUND, str(exc))
-        children = build_children(pipeline, self.settings, namespace)
+        autoscaled = self.autoscaled(meta.get("uid", meta["name"]), previous)
+        if pipeline.spec.worker.autoscaling is None:  # removed: a fixed count again, no stale memory
+            self.autoscale.forget(meta.get("uid", meta["name"]))
+            autoscaled = None
+        children = build_children(pipeline, self.settings, namespace, autoscaled=autoscaled)
         live = await read_children(self.kube, children)
         refused = takeover_problem(children, live)
         if refused is not None:  # before Prefect, too: a pipeline that cannot have its worker writes nothing
@@ -226,7 +239,7 @@ class Reconciler:
         # A fresh rollout is often available within moments: a short look here saves a second
         # status write; a slower one is left to the Deployment's own events (observe_worker).
         deployment = applied.objects.get("Deployment") or {}
-        desired = worker_replicas(pipeline)
+        desired = worker_replicas(pipeline, autoscaled)
         name = worker_name(pipeline)
         if f"Deployment/{name}" in applied.applied:
             for _ in range(3):
@@ -238,6 +251,8 @@ class Reconciler:
         worker = st.WorkerState(desired=desired, available=available)
         obs = st.Observation(generation=generation, sync=result, worker=worker, suspended=pipeline.spec.suspend)
         new = st.reduce_status(previous, obs, now)
+        if pipeline.spec.worker.autoscaling is None:
+            new.pop("worker", None)  # the autoscaler's status.worker, left from when it was on
         if (st.get_condition(previous, st.READY) or {}).get("status") != "True" and \
                 (st.get_condition(new, st.READY) or {}).get("status") == "True":
             events.append(EventSpec("Normal", "Ready", st.get_condition(new, st.READY)["message"]))
@@ -271,7 +286,8 @@ class Reconciler:
                     pipeline = pipeline_from_body(cr)
                 except ConfigError:
                     return None, []
-                worker = st.WorkerState(desired=worker_replicas(pipeline), available=_available(deployment))
+                worker = st.WorkerState(desired=worker_replicas(pipeline, self.autoscaled(owner["uid"], status)),
+                                        available=_available(deployment))
                 new = st.reduce_worker(status, worker, pipeline.spec.suspend, st.now_rfc3339())
                 changes = st.status_patch(status, new)
                 if not changes:

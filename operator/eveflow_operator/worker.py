@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from eveflow_etl.orchestration.pools import CONTAINER_SECURITY_CONTEXT, WRITABLE_DIRS
-from eveflow_etl.spec import EvePipeline
+from eveflow_etl.spec import DEFAULT_REPLICAS, EvePipeline
 
 from eveflow_operator.labels import child_labels, selector_labels
 from eveflow_operator.settings import OperatorSettings
@@ -27,8 +27,16 @@ def worker_queues(pipeline: EvePipeline) -> list[str]:
     return list(pipeline.spec.worker.queues) or [q.name for q in pipeline.spec.work_pool.queues]
 
 
-def worker_replicas(pipeline: EvePipeline) -> int:
-    return 0 if pipeline.spec.suspend else pipeline.spec.worker.replicas
+def worker_replicas(pipeline: EvePipeline, autoscaled: int | None = None) -> int:
+    """0 when suspended; else the autoscaler's count (``autoscaled``, from its last decision;
+    minReplicas before the first), else spec.worker.replicas (default 1)."""
+    if pipeline.spec.suspend:
+        return 0
+    auto = pipeline.spec.worker.autoscaling
+    if auto is not None:
+        return auto.min_replicas if autoscaled is None else max(auto.min_replicas, min(auto.max_replicas, autoscaled))
+    replicas = pipeline.spec.worker.replicas
+    return DEFAULT_REPLICAS if replicas is None else replicas
 
 
 def worker_command(pipeline: EvePipeline) -> list[str]:
@@ -36,6 +44,9 @@ def worker_command(pipeline: EvePipeline) -> list[str]:
     command = ["eveflow", "worker", "--pool", pool.name, "--type", pool.type]
     for queue in worker_queues(pipeline):
         command += ["--queue", queue]
+    if pipeline.spec.worker.autoscaling is not None:
+        # What the autoscaler counts on: a replica takes at most runsPerReplica runs at a time.
+        command += ["--limit", str(pipeline.spec.worker.autoscaling.runs_per_replica)]
     # The operator creates the pool with its job template; a worker must not race it with defaults.
     return command + ["--port", str(HEALTH_PORT), "--no-create-pool"]
 
@@ -83,8 +94,10 @@ def _probe(path: str, period: int, failures: int) -> dict[str, Any]:
     }
 
 
-def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, namespace: str) -> dict[str, Any]:
-    """The worker ``apps/v1`` Deployment (owner reference added by the caller via ``kopf.adopt``)."""
+def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, namespace: str, *,
+                            autoscaled: int | None = None) -> dict[str, Any]:
+    """The worker ``apps/v1`` Deployment (owner reference added by the caller via ``kopf.adopt``);
+    ``autoscaled`` is the autoscaler's last count for a pipeline with worker.autoscaling."""
     spec = pipeline.spec
     container: dict[str, Any] = {
         "name": "worker",
@@ -111,7 +124,7 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
             "labels": child_labels(pipeline.name, "worker"),
         },
         "spec": {
-            "replicas": worker_replicas(pipeline),
+            "replicas": worker_replicas(pipeline, autoscaled),
             "revisionHistoryLimit": 3,
             "selector": {"matchLabels": selector_labels(pipeline.name, "worker")},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},

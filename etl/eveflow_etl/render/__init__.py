@@ -43,7 +43,7 @@ def _spcs_files(pipeline: EvePipeline) -> dict[str, str]:
             f"pool '{names.pool}' served by the SPCS worker. Register with: eveflow apply -f pipeline.yaml",
         ),
     }
-    files.update(spcs.service_statements(names))
+    files.update(spcs.service_statements(names, spcs.service_instances(pipeline)))
     return files
 
 

@@ -175,6 +175,11 @@ def _resources(pipeline: EvePipeline) -> dict:
     return out
 
 
+def _limit(pipeline: EvePipeline) -> list[str]:
+    auto = pipeline.spec.worker.autoscaling
+    return [] if auto is None else ["--limit", str(auto.runs_per_replica)]
+
+
 def build_service_spec(pipeline: EvePipeline, names: Names) -> dict:
     """The SPCS service specification (a plain dict; see tests/render for its schema)."""
     env = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
@@ -195,7 +200,7 @@ def build_service_spec(pipeline: EvePipeline, names: Names) -> dict:
         "name": CONTAINER,
         "image": names.image_path,
         "command": ["eveflow"],
-        "args": inputs.worker_args(names.pool, "process", inputs.worker_queues(pipeline)),
+        "args": inputs.worker_args(names.pool, "process", inputs.worker_queues(pipeline)) + _limit(pipeline),
         "env": env,
         "readinessProbe": {"port": inputs.WORKER_PORT, "path": "/health"},
         "resources": _resources(pipeline),
@@ -227,16 +232,34 @@ def _secret_statement(secret: Secret, names: Names) -> str:
     )
 
 
-def service_statements(names: Names) -> dict[str, str]:
+def service_instances(pipeline: EvePipeline) -> tuple[int, int]:
+    """MIN_INSTANCES/MAX_INSTANCES: 1/1, or spec.worker.autoscaling's min/max (min at least 1:
+    an SPCS service does not scale to zero; suspend it with service-suspend.sql instead)."""
+    auto = pipeline.spec.worker.autoscaling
+    if auto is None:
+        return 1, 1
+    return max(1, auto.min_replicas), max(1, auto.max_replicas)
+
+
+AUTOSCALING_NOTE = (
+    "-- MIN/MAX_INSTANCES come from spec.worker.autoscaling. SPCS scales a service's instances on\n"
+    "-- their CPU use, not on the Prefect queue depth the Kubernetes operator reads, and keeps at\n"
+    "-- least one instance; each instance takes at most runsPerReplica flow runs (--limit).\n"
+)
+
+
+def service_statements(names: Names, instances: tuple[int, int] = (1, 1)) -> dict[str, str]:
     """The service lifecycle statements, by file name (deploy.sh runs create or update)."""
     service = names.q(names.service)
     from_stage = f"FROM {names.stage}\n  SPECIFICATION_FILE = {sql_string(names.spec_path)}"
+    low, high = instances
     return {
         "service-create.sql": (
-            f"CREATE SERVICE IF NOT EXISTS {service}\n  IN COMPUTE POOL {quote_identifier(names.compute_pool)}\n"
+            (AUTOSCALING_NOTE if instances != (1, 1) else "")
+            + f"CREATE SERVICE IF NOT EXISTS {service}\n  IN COMPUTE POOL {quote_identifier(names.compute_pool)}\n"
             f"  {from_stage}\n"
             f"  EXTERNAL_ACCESS_INTEGRATIONS = ({quote_identifier(names.integration)})\n"
-            "  MIN_INSTANCES = 1\n  MAX_INSTANCES = 1;\n"
+            f"  MIN_INSTANCES = {low}\n  MAX_INSTANCES = {high};\n"
         ),
         "service-update.sql": f"ALTER SERVICE {service}\n  {from_stage};\n",
         "service-suspend.sql": f"ALTER SERVICE {service} SUSPEND;\n",
@@ -293,7 +316,7 @@ def build_setup_sql(pipeline: EvePipeline, names: Names) -> str:
         "-- 5. The service: deploy.sh pushes the image, uploads the spec to the stage, then runs",
         "--    service-create.sql (first time) or service-update.sql (in place). For reference:",
     ]
-    for file_name, statement in service_statements(names).items():
+    for file_name, statement in service_statements(names, service_instances(pipeline)).items():
         lines.append(f"--   [{file_name}]")
         lines += [f"--   {line}" for line in statement.rstrip("\n").splitlines()]
     return "\n".join(lines) + "\n"

@@ -346,6 +346,16 @@ def _docker_flow_runs_note(pipeline: EvePipeline, pools: Pools) -> str:
     )
 
 
+def _autoscaling_note(pipeline: EvePipeline) -> str:
+    if pipeline.spec.worker.autoscaling is None:
+        return ""
+    return (
+        "`spec.worker.autoscaling` is a Kubernetes feature: the eveflow operator reads the queue depth\n"
+        "from Prefect and sets the worker Deployment's replicas. A VM runs the one worker above, always\n"
+        "on; give it room for the runs you expect at once (`--limit`, `workPool.concurrencyLimit`).\n\n"
+    )
+
+
 def _docker_gid_step(pools: Pools) -> str:
     when = "" if pools.deployments_type == "docker" else " (only to run it, with `--profile docker`)"
     return (
@@ -372,7 +382,7 @@ pool `{pools.deployments}`; `docker compose up` starts its worker.
 | `.env.example` | every variable the workers read, without values |
 | `single-box/initdb/` | creates the Prefect server's database in the single-box Postgres |
 
-{_docker_flow_runs_note(pipeline, pools)}## With Docker
+{_docker_flow_runs_note(pipeline, pools)}{_autoscaling_note(pipeline)}## With Docker
 1. `cp .env.example .env && chmod 600 .env`, fill it in (never commit it).
 {_docker_gid_step(pools)}2. `docker compose up -d` — or, with no Prefect server or database elsewhere:
    `docker compose --profile single-box up -d` (set `PREFECT_API_URL=http://prefect-server:4200/api`
