@@ -1,0 +1,68 @@
+"""One day into the history table: one transaction holding its rows, its quarantine, its
+``etl_runs`` row and its ``everef_days`` row, so a crash loses at most the day in flight."""
+
+from __future__ import annotations
+
+from psycopg import Connection, sql
+
+from eveflow_etl.backfill.prepare import PreparedDay
+from eveflow_etl.backfill.state import record_day
+from eveflow_etl.load.binary import HEADER, TRAILER
+from eveflow_etl.load.ddl import HISTORY, Target
+from eveflow_etl.load.ledger import finish_run, start_run, write_quarantine
+from eveflow_etl.load.upsert import UpsertCounts, create_stage, upsert_sql
+
+_WRITE_BYTES = 1 << 20
+
+
+class DayLoader:
+    def __init__(self, conn: Connection, target: Target, *, pipeline_name: str, scope: str,
+                 regions: tuple[int, ...] | None, types: tuple[int, ...] | None) -> None:
+        self.conn = conn
+        self.target = target
+        self.pipeline_name = pipeline_name
+        self.scope = scope
+        self.regions = list(regions or ())
+        self.types_count = len(types) if types else None
+        self._stage = sql.Identifier("eveflow_backfill_stage")
+        self._copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            self._stage, sql.SQL(", ").join(sql.Identifier(c) for c in HISTORY.names))
+        self._upsert = upsert_sql(target.ident(), self._stage, HISTORY.names, HISTORY.key)
+
+    def load(self, day: PreparedDay, published_total: int | None) -> tuple[UpsertCounts, int]:
+        """Upsert the day's rows; returns (counts, rows quarantined)."""
+        conn = self.conn
+        quarantined = 0 if day.quarantine is None else len(day.quarantine)
+        with conn.transaction():
+            # Two backfills of the same table must not interleave one day's ledger rows.
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [f"eveflow-backfill {self.target} {day.day}"])
+            start_run(conn, self.target, run_id=day.run_id, pipeline_name=self.pipeline_name, source="everef",
+                      regions=self.regions, types_count=self.types_count)
+            write_quarantine(conn, self.target, day.quarantine)
+            counts = UpsertCounts()
+            if day.valid_rows:
+                create_stage(conn, HISTORY, self._stage)
+                with conn.cursor().copy(self._copy) as copy:
+                    copy.write(HEADER)
+                    view = memoryview(day.payload)
+                    for start in range(0, len(view), _WRITE_BYTES):
+                        copy.write(view[start : start + _WRITE_BYTES])
+                    copy.write(TRAILER)
+                inserted, updated = conn.execute(self._upsert).fetchone()
+                counts = UpsertCounts(inserted, updated, day.valid_rows - inserted - updated)
+            finish_run(conn, self.target, run_id=day.run_id, status="succeeded",
+                       counts={"fetched": day.valid_rows + quarantined, "inserted": counts.inserted,
+                               "updated": counts.updated, "unchanged": counts.unchanged, "quarantined": quarantined},
+                       notes=[day.note] if day.note else [])
+            record_day(conn, self.target, day=day.day, scope=self.scope, published_total=published_total,
+                       rows_read=day.rows_read, loaded=day.valid_rows, verified=day.note is None, run_id=day.run_id)
+        return counts, quarantined
+
+    def record_failure(self, day: PreparedDay) -> None:
+        """A failed day leaves a ``failed`` ledger row and nothing else (autocommit)."""
+        conn = self.conn
+        with conn.transaction():
+            start_run(conn, self.target, run_id=day.run_id, pipeline_name=self.pipeline_name, source="everef",
+                      regions=self.regions, types_count=self.types_count)
+            finish_run(conn, self.target, run_id=day.run_id, status="failed", counts={"fetched": day.rows_read},
+                       error=day.message)
