@@ -168,7 +168,7 @@ def _load_all(conn, target: Target, dataset: Dataset, batches: Iterable, run_id:
             counts = Counts(len(frame), snap.inserted, snap.updated, snap.unchanged, len(bad), snap.closed)
         else:
             if upserter is None:
-                upserter = ChunkUpserter(conn, target.ident(), spec)
+                upserter = ChunkUpserter(conn, target, spec)  # a Target: routed to its partitions
             for start in range(0, max(len(frame), 1), chunk):
                 part = frame.iloc[start : start + chunk]
                 if part.empty:

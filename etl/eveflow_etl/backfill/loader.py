@@ -9,6 +9,7 @@ from eveflow_etl.backfill.prepare import PreparedDay
 from eveflow_etl.backfill.state import record_day
 from eveflow_etl.load.binary import HEADER, TRAILER
 from eveflow_etl.load.ddl import HISTORY, Target
+from eveflow_etl.load.partitions import Partitions, month_start
 from eveflow_etl.load.ledger import finish_run, start_run, write_quarantine
 from eveflow_etl.load.upsert import UpsertCounts, create_stage, upsert_sql
 
@@ -27,7 +28,16 @@ class DayLoader:
         self._stage = sql.Identifier("eveflow_backfill_stage")
         self._copy = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             self._stage, sql.SQL(", ").join(sql.Identifier(c) for c in HISTORY.names))
-        self._upsert = upsert_sql(target.ident(), self._stage, HISTORY.names, HISTORY.key)
+        self._partitions = Partitions(conn, target, HISTORY)
+        self._statements: dict[str, sql.Composed] = {}
+
+    def _upsert(self, day) -> sql.Composed:
+        # A day is one month's: straight into that partition (see load/partitions.py).
+        table = self._partitions.ensure(month_start(day)) if self._partitions.enabled else self.target.ident()
+        key = repr(table)
+        if key not in self._statements:
+            self._statements[key] = upsert_sql(table, self._stage, HISTORY.names, HISTORY.key)
+        return self._statements[key]
 
     def load(self, day: PreparedDay, published_total: int | None) -> tuple[UpsertCounts, int]:
         """Upsert the day's rows; returns (counts, rows quarantined)."""
@@ -48,7 +58,7 @@ class DayLoader:
                     for start in range(0, len(view), _WRITE_BYTES):
                         copy.write(view[start : start + _WRITE_BYTES])
                     copy.write(TRAILER)
-                inserted, updated = conn.execute(self._upsert).fetchone()
+                inserted, updated = conn.execute(self._upsert(day.day)).fetchone()
                 counts = UpsertCounts(inserted, updated, day.valid_rows - inserted - updated)
             finish_run(conn, self.target, run_id=day.run_id, status="succeeded",
                        counts={"fetched": day.valid_rows + quarantined, "inserted": counts.inserted,

@@ -15,7 +15,8 @@ import pandas as pd
 from psycopg import Connection, sql
 
 from eveflow_etl.load.binary import HEADER, TRAILER, encode_rows
-from eveflow_etl.load.ddl import Column, TableSpec
+from eveflow_etl.load.ddl import Column, TableSpec, Target
+from eveflow_etl.load.partitions import Partitions, next_month
 
 # Bytes handed to libpq per write(): large enough to amortise calls, small enough to stream.
 _WRITE_BYTES = 1 << 20
@@ -69,6 +70,7 @@ def upsert_sql(
     *,
     extra_set: sql.Composable | None = None,
     extra_changed: sql.Composable | None = None,
+    where: sql.Composable | None = None,
 ) -> sql.Composed:
     """``INSERT … SELECT … ON CONFLICT (key) DO UPDATE … WHERE (row changed)`` → (inserted, updated).
 
@@ -92,11 +94,12 @@ def upsert_sql(
     else:
         action = sql.SQL("DO NOTHING")
     return sql.SQL(
-        "WITH up AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage} "
+        "WITH up AS (INSERT INTO {target} AS t ({cols}) SELECT {cols} FROM {stage}{where} "
         "ON CONFLICT ({key}) {action} RETURNING (t.xmax = 0) AS ins) "
         "SELECT count(*) FILTER (WHERE ins), count(*) FILTER (WHERE NOT ins) FROM up"
     ).format(
-        target=target, cols=cols, stage=stage, key=sql.SQL(", ").join(map(ident, key)), action=action
+        target=target, cols=cols, stage=stage, key=sql.SQL(", ").join(map(ident, key)), action=action,
+        where=sql.SQL("") if where is None else sql.SQL(" WHERE {}").format(where),
     )
 
 
@@ -124,12 +127,15 @@ def sort_by_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
 class ChunkUpserter:
     """Upserts chunks of one dataset into one table inside the caller's transaction."""
 
-    def __init__(self, conn: Connection, target: sql.Composable, spec: TableSpec):
+    def __init__(self, conn: Connection, target: sql.Composable | Target, spec: TableSpec):
         self.conn = conn
         self.spec = spec
         self.stage = create_stage(conn, spec)
         self._truncate = sql.SQL("TRUNCATE {}").format(self.stage)
-        self._upsert = upsert_sql(target, self.stage, spec.names, spec.key)
+        # A Target may be partitioned by month: each chunk goes to its months' partitions.
+        self._partitions = Partitions(conn, target, spec) if isinstance(target, Target) else None
+        self._target = target.ident() if isinstance(target, Target) else target
+        self._statements: dict[str, sql.Composed] = {}  # by repr(): Identifiers are unhashable
         self._has_rows = False
         # Wall seconds spent staging (sort, encode, TRUNCATE, COPY) and in the INSERT … ON CONFLICT.
         self.stage_seconds = 0.0
@@ -144,7 +150,26 @@ class ChunkUpserter:
         copy_frame(self.conn, self.stage, sort_by_key(frame, self.spec.key), self.spec.columns)
         self._has_rows = True
         staged = time.perf_counter()
-        inserted, updated = self.conn.execute(self._upsert).fetchone()
+        inserted = updated = 0
+        # Staged once; with monthly partitions, one statement per month reads its rows from it.
+        for table, where in self._tables(frame):
+            key = repr((table, where))
+            statement = self._statements.get(key)
+            if statement is None:
+                statement = self._statements[key] = upsert_sql(table, self.stage, self.spec.names, self.spec.key,
+                                                               where=where)
+            ins, upd = self.conn.execute(statement).fetchone()
+            inserted, updated = inserted + ins, updated + upd
         self.stage_seconds += staged - started
         self.upsert_seconds += time.perf_counter() - staged
         return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
+
+    def _tables(self, frame: pd.DataFrame):
+        if self._partitions is None or not self._partitions.enabled:
+            return [(self._target, None)]
+        months = self._partitions.months(frame)
+        if len(months) == 1:
+            return [(self._partitions.ensure(months[0]), None)]
+        column = sql.Identifier(self.spec.partition_by)
+        return [(self._partitions.ensure(m), sql.SQL("{} >= {} AND {} < {}").format(
+                    column, sql.Literal(m), column, sql.Literal(next_month(m)))) for m in months]
