@@ -187,3 +187,21 @@ def test_bad_dates_and_ranges_are_refused_in_one_line(args, message):
                           capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.postgres
+def test_types_all_pulls_every_type_the_region_lists(esi_server_factory, pg_dsn, tmp_path):
+    """esi-history with ``--types all``: the region's types come from /markets/{region}/types/
+    (two pages here), and every one of them is pulled."""
+    server = esi_server_factory(types_per_region=1100, history_days=30)
+    env = {**env_for(server, tmp_path / "d"), "EVEFLOW_ESI_BASE_URL": server.esi_base_url,
+           "EVEFLOW_ESI_RATE_PER_SECOND": "100"}
+    proc = subprocess.run([EVEFLOW, "etl", "run", "--source", "esi-history", "--regions", "10000002", "--types", "all",
+                           "--dsn", pg_dsn], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr
+    listed = set(server.state.types)
+    assert len(listed) == 1100
+    loaded = {t for (t,) in rows(pg_dsn, "SELECT DISTINCT type_id FROM eve.market_history")}
+    assert loaded == listed
+    events = [path for _, path, _ in server.admin.stats()["events"]]
+    assert sum("/markets/10000002/types/" in p for p in events) == 2  # both pages, once each

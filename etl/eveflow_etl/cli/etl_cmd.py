@@ -27,7 +27,8 @@ def _ints(text: Optional[str], option: str) -> list[int]:
 def run(
     source: str = typer.Option(..., "--source", help="esi-history | esi-orders | mokaam | everef"),
     regions: str = typer.Option(..., "--regions", help="Comma-separated region ids, e.g. 10000002,10000043"),
-    types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids (default: all)."),
+    types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids, or all (the default): "
+                                        "every type the region lists (ESI /markets/{region}/types/)."),
     dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN/URI (default: local embedded server)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake"),
     schema: str = typer.Option("eve", "--schema"),
@@ -54,7 +55,7 @@ def run(
     region_ids = _ints(regions, "--regions")
     if not region_ids:
         raise ConfigError("--regions needs at least one region id, e.g. 10000002")
-    type_ids = _ints(types, "--types") or None
+    type_ids = None if (types or "").strip().lower() == "all" else (_ints(types, "--types") or None)
     Target(schema, table or kind.default_table)  # refuse bad names before starting anything
     overrides = {k: v for k, v in (("esi_base_url", esi_base_url), ("mokaam_base_url", mokaam_base_url),
                                    ("everef_base_url", everef_base_url)) if v}
