@@ -205,3 +205,34 @@ def test_types_all_pulls_every_type_the_region_lists(esi_server_factory, pg_dsn,
     assert loaded == listed
     events = [path for _, path, _ in server.admin.stats()["events"]]
     assert sum("/markets/10000002/types/" in p for p in events) == 2  # both pages, once each
+
+
+@pytest.mark.postgres
+def test_a_day_partly_loaded_before_gets_exact_counts(esi_server_factory, pg_dsn, tmp_path):
+    """The Forge's rows of a day exist (an earlier --regions backfill): the full load of the day
+    inserts the other regions' rows and leaves the Forge's unchanged, counted exactly."""
+    server = esi_server_factory(history_days=30)
+    forge = backfill(server, pg_dsn, tmp_path / "d", "--regions", "10000002", first=DAYS[0], last=DAYS[1])
+    assert forge.returncode == 0, forge.stderr
+    full = backfill(server, pg_dsn, tmp_path / "d", first=DAYS[0], last=DAYS[1])
+    assert full.returncode == 0, full.stderr
+    counts = rows(pg_dsn, "SELECT d.day, r.inserted, r.updated, r.unchanged FROM eve.everef_days d JOIN eve.etl_runs r "
+                          "USING (run_id) ORDER BY d.day")
+    for day, inserted, updated, unchanged in counts:
+        in_forge = rows(pg_dsn, "SELECT count(*) FROM eve.market_history WHERE date = %s AND region_id = 10000002",
+                        day)[0][0]
+        total = rows(pg_dsn, "SELECT count(*) FROM eve.market_history WHERE date = %s", day)[0][0]
+        assert (inserted, updated, unchanged) == (total - in_forge, 0, in_forge) and in_forge > 0
+
+
+def test_rows_dated_another_day_are_quarantined_with_the_reason():
+    import pandas as pd
+
+    from eveflow_etl.backfill.prepare import DayTask, _off_day
+
+    task = DayTask(dt.date(2026, 3, 1), "00000000-0000-0000-0000-000000000001", 3, "", None, None)
+    frame = pd.DataFrame({"region_id": [1, 1, 1], "type_id": [1, 2, 3],
+                          "date": ["2026-03-01", "2026-02-28", "garbage"], "average": [1.0, 1.0, 1.0]})
+    kept, off = _off_day(frame, task)
+    assert list(kept["type_id"]) == [1, 3]  # an unreadable date is the validator's to quarantine
+    assert list(off["reason"]) == ["date 2026-02-28 is not the file's day 2026-03-01"]

@@ -27,7 +27,7 @@ from eveflow_etl.load.upsert import sort_by_key
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.sources.everef import EVEREF_COLUMNS, MissingDay, _local_copy, everef_url
 from eveflow_etl.sources.everef_cache import EverefCache
-from eveflow_etl.validate import validate
+from eveflow_etl.validate import _quarantine_frame, validate
 
 
 @dataclass(frozen=True)
@@ -117,13 +117,28 @@ def _prepare(task: DayTask, out: PreparedDay) -> None:
                           f"{out.rows_read}; nothing of the day loaded - retry later, the file or its total "
                           f"may be mid-update")
     frame = _filter(frame, task.regions, task.types)
+    frame, off_day = _off_day(frame, task)
     valid, bad = validate(Dataset.HISTORY, frame, task.run_id)
+    if off_day is not None:
+        bad = pd.concat([off_day, bad], ignore_index=True) if len(bad) else off_day
     t4 = time.perf_counter()
     out.valid_rows = len(valid)
     out.payload = encode_rows(sort_by_key(valid, HISTORY.key), HISTORY.columns)
     out.quarantine = bad if len(bad) else None
     out.timings = {"download": t1 - t0, "bz2": t2 - t1, "csv": t3 - t2, "validate": t4 - t3,
                    "encode": time.perf_counter() - t4}
+
+
+def _off_day(frame: pd.DataFrame, task: DayTask) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Rows dated another day than the file's go to quarantine (a day's file holds that day only,
+    and a day is loaded into its month's partition); unreadable dates are the validator's."""
+    parsed = pd.to_datetime(frame["date"], errors="coerce", format="ISO8601")
+    off = parsed.notna() & (parsed.dt.date != task.day)
+    if not off.any():
+        return frame, None
+    reasons = {i: [f"date {frame.at[i, 'date']} is not the file's day {task.day.isoformat()}"]
+               for i in frame.index[off]}
+    return frame[~off].reset_index(drop=True), _quarantine_frame(frame, reasons, task.run_id)
 
 
 def _filter(frame: pd.DataFrame, regions: tuple[int, ...] | None, types: tuple[int, ...] | None) -> pd.DataFrame:

@@ -90,6 +90,8 @@ class EsiClient:
         self.pacer = TokenPacer()
         self.budget = RateBudget(settings.esi_rate_per_second)
         self._slots = threading.BoundedSemaphore(settings.esi_max_concurrency)
+        self._esi_base = str(settings.esi_base_url).rstrip("/") + "/"
+        self._compat = {"X-Compatibility-Date": settings.esi_compatibility_date.isoformat()}
         self._services = [
             (str(settings.esi_base_url).rstrip("/"), "ESI"),
             (str(settings.mokaam_base_url).rstrip("/"), "Mokaam"),
@@ -239,6 +241,8 @@ class EsiClient:
                 self.budget.acquire()
                 self.stats.add(requests=1)
                 try:
+                    if url.startswith(self._esi_base):  # ESI only: not Mokaam or EVE Ref
+                        headers = {**self._compat, **headers}
                     resp = self.session.get(url, headers=headers, timeout=self.settings.esi_timeout_seconds,
                                             stream=stream)
                     if not stream:

@@ -78,6 +78,10 @@ class Partitions:
         self._known.add(month)
         return name
 
+    def forget(self) -> None:
+        """The caller's transaction rolled back: partitions it created are gone again."""
+        self._known.clear()
+
     def months(self, frame: pd.DataFrame) -> list[dt.date]:
         """The first day of each month ``frame``'s rows fall in, in order."""
         days = pd.to_datetime(frame[self.spec.partition_by]).to_numpy(dtype="datetime64[M]")
