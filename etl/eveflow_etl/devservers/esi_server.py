@@ -2,7 +2,8 @@
 
 Paths, JSON shapes and headers are the real ones:
 
-- ESI under ``/latest`` (``esi_base_url = http://HOST:PORT/latest``): market history, orders
+- ESI unversioned (``esi_base_url = http://HOST:PORT``) and under ``/latest`` (a pinned old-style
+  base); a future or malformed ``X-Compatibility-Date`` is refused with 400: market history, orders
   (``X-Pages``), types, prices; ``ETag``/``Expires``/``Last-Modified``, 304 on ``If-None-Match``,
   the error limit (``X-ESI-Error-Limit-*``, 420) and token buckets (``X-Ratelimit-*``, 429 +
   ``Retry-After``) really enforced.
