@@ -68,7 +68,7 @@ def test_resume_after_a_kill_loads_every_day_exactly_once(esi_server_factory, pg
     # Reference: one uninterrupted run into its own database.
     ref_dsn = fresh_db(pg_server_dsn, f"ref_{os.getpid()}_{int(time.time())}")
     try:
-        done = backfill(server, ref_dsn, tmp_path / "ref", "--jobs", "2")
+        done = backfill(server, ref_dsn, tmp_path / "ref", "--jobs", "2", "--executor", "process")
         assert done.returncode == 0, done.stderr
         expected = checksum(ref_dsn)
         assert expected[0] > 0 and succeeded_runs(ref_dsn) == len(DAYS)

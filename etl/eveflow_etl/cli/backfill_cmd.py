@@ -21,7 +21,7 @@ def backfill(
     regions: Optional[str] = typer.Option(None, "--regions", help="Comma-separated region ids (default: all)."),
     types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids (default: all)."),
     jobs: int = typer.Option(2, "--jobs", help="Days downloaded and parsed ahead of the loader, in parallel."),
-    executor: str = typer.Option("process", "--executor", help="process | thread: what prepares the days."),
+    executor: str = typer.Option("thread", "--executor", help="thread | process: what prepares the days."),
     verify_days: int = typer.Option(0, "--verify-days", help="Load the last N days again even if verified."),
     dsn: Optional[str] = typer.Option(None, "--dsn", help="PostgreSQL DSN/URI (default: local embedded server)."),
     profile: Optional[str] = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake"),
