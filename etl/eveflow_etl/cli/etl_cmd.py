@@ -78,7 +78,8 @@ def run(
 
 
 class _progress:
-    """A rich progress line per run on a terminal; nothing otherwise (logs stay clean)."""
+    """A rich progress line per run on a terminal; nothing otherwise (logs stay clean), except the
+    types done and the ETA of an ESI history pull of every type (log lines every tenth)."""
 
     def __init__(self, enabled: bool, all_types: bool = False):
         self.enabled = enabled
