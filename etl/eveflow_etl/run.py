@@ -213,7 +213,7 @@ def _load_batch(conn, target: Target, dataset: Dataset, batch, run_id: str, sett
                              seen_ids=snapshot_ids(frame), max_close_share=settings.orders_max_close_share)
         counts = Counts(len(frame), snap.inserted, snap.updated, snap.unchanged, len(bad), snap.closed)
     else:
-        upserter = ChunkUpserter(conn, target.ident(), spec_for(dataset))
+        upserter = ChunkUpserter(conn, target, spec_for(dataset))  # a Target: routed to its partitions
         for start in range(0, max(len(frame), 1), chunk):
             part = frame.iloc[start : start + chunk]
             if part.empty:

@@ -8,6 +8,7 @@ variables in ``destinations.py`` because those names belong to libpq and the ref
 
 from __future__ import annotations
 
+import datetime as dt
 from functools import lru_cache
 from pathlib import Path
 
@@ -30,7 +31,11 @@ class EtlSettings(BaseSettings):
     # Where local state lives: ESI cache, the embedded PostgreSQL, the demo's Prefect home.
     data_dir: Path = Field(default_factory=default_data_dir)
 
-    esi_base_url: HttpUrl = HttpUrl("https://esi.evetech.net/latest")
+    # ESI's routes are unversioned; a ``…/latest`` base still works for users who pin it.
+    esi_base_url: HttpUrl = HttpUrl("https://esi.evetech.net")
+    # Sent as X-Compatibility-Date on every ESI request: the API behaviour this code was written
+    # and tested for (no header would mean ESI's oldest). Pinned, moved on purpose with the code.
+    esi_compatibility_date: dt.date = dt.date(2025, 8, 26)
     mokaam_base_url: HttpUrl = HttpUrl("https://mokaam.dk")
     everef_base_url: HttpUrl = HttpUrl("https://data.everef.net")
     # ESI asks every client to name itself and give a contact.
@@ -82,6 +87,16 @@ class EtlSettings(BaseSettings):
     # downloading again; least recently used files go first past this many bytes (0: no cache).
     # A real day is under 1 MB compressed, so the default holds well over a year.
     everef_cache_max_bytes: int = Field(default=512 * 2**20, ge=0)
+
+    @field_validator("esi_compatibility_date")
+    @classmethod
+    def _compat_not_future(cls, value: dt.date) -> dt.date:
+        # The API's date turns at 11:00 UTC; ESI refuses a later one.
+        api_today = (dt.datetime.now(dt.UTC) - dt.timedelta(hours=11)).date()
+        if value > api_today:
+            raise ValueError(f"EVEFLOW_ESI_COMPATIBILITY_DATE {value.isoformat()} is in the future for ESI "
+                             f"(its date is {api_today.isoformat()}); use a date ESI has reached")
+        return value
 
     @field_validator("contact")
     @classmethod

@@ -304,6 +304,29 @@ class WorkerSpec(_Model):
         return self
 
 
+class BackfillSpec(_Model):
+    """EVE Ref's archive from a first day on: each run loads the days not yet loaded and verified."""
+
+    from_: str = Field(
+        alias="from", pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="First day to load, YYYY-MM-DD; each run loads every day from it to yesterday (UTC) "
+        "that is not loaded and verified against EVE Ref's totals.json yet.",
+    )
+
+    @field_validator("from_")
+    @classmethod
+    def _real_day(cls, value: str) -> str:
+        import datetime as dt
+
+        try:
+            day = dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"backfill.from must be a date YYYY-MM-DD, got {value!r}") from None
+        if day >= dt.datetime.now(dt.UTC).date():
+            raise ValueError(f"backfill.from {value} is not in the past: EVE Ref's last day is yesterday")
+        return value
+
+
 class SourceSpec(_Model):
     kind: SourceKind = Field(default=SourceKind.ESI_HISTORY, description="Market data source.")
     regions: list[RegionId] = Field(
@@ -313,6 +336,20 @@ class SourceSpec(_Model):
         default=None, max_length=MAX_TYPES, description="Type ids; empty: every type with a market."
     )
     fan_out: bool = Field(default=False, description="Run each region as its own flow run.")
+    backfill: BackfillSpec | None = Field(
+        default=None, description="EVE Ref only: load the archive from this day on (resumable, one day a "
+        "transaction) instead of yesterday alone.",
+    )
+    verify_days: int = Field(
+        default=0, ge=0, le=366, description="EVE Ref only: load the last N days again on every run even if "
+        "verified (EVE Ref rewrites recent days); unchanged rows cost no write.",
+    )
+
+    @model_validator(mode="after")
+    def _everef_only(self) -> SourceSpec:
+        if (self.backfill is not None or self.verify_days) and self.kind is not SourceKind.EVEREF:
+            raise ValueError(f"source.backfill and source.verifyDays need kind everef, got kind {self.kind.value}")
+        return self
 
     @field_validator("regions")
     @classmethod

@@ -13,6 +13,7 @@ from eveflow_etl.errors import EveflowError
 
 # Each module registers its commands on ``app`` when imported.
 from eveflow_etl.cli import etl_cmd, csv_cmd, dev_cmd, pipeline_cmd, worker_cmd, demo_cmd, render_cmd  # noqa: E402,F401
+from eveflow_etl.cli import backfill_cmd  # noqa: E402,F401
 
 
 def run(argv: list[str] | None = None) -> int:

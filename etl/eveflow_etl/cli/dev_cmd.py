@@ -26,9 +26,9 @@ def esi_server(
         None, "--history-expires", help="Seconds history stays fresh (default: until 11:05 UTC)."),
     seed: int = typer.Option(20031, "--seed", help="Seed of the generated market."),
 ) -> None:
-    """Serve ESI (/latest/…), Mokaam (/API/market/…) and EVE Ref (/market-history/…) locally.
+    """Serve ESI (/markets/… and /latest/markets/…), Mokaam (/API/market/…) and EVE Ref (/market-history/…) locally.
 
-    Point eveflow at it with EVEFLOW_ESI_BASE_URL=http://HOST:PORT/latest and
+    Point eveflow at it with EVEFLOW_ESI_BASE_URL=http://HOST:PORT (or …/latest) and
     EVEFLOW_MOKAAM_BASE_URL / EVEFLOW_EVEREF_BASE_URL=http://HOST:PORT. Faults are injected with
     POST /_admin/faults, counters read with GET /_admin/stats.
     """
@@ -43,5 +43,5 @@ def esi_server(
                              orders_expires_seconds=orders_expires, history_expires_seconds=history_expires,
                              error_limit=error_limit, error_window_seconds=error_window,
                              rate_limit_tokens=tokens, rate_window_seconds=window)
-    typer.echo(f"local ESI on http://{host}:{port}/latest (Mokaam and EVE Ref on http://{host}:{port}); Ctrl-C stops")
+    typer.echo(f"local ESI, Mokaam and EVE Ref on http://{host}:{port} (ESI also under /latest); Ctrl-C stops")
     serve_forever(config, host, port)

@@ -29,7 +29,8 @@ def _ints(text: Optional[str], option: str) -> list[int]:
 def run(
     source: str = typer.Option(..., "--source", help="esi-history | esi-orders | mokaam | everef"),
     regions: str = typer.Option(..., "--regions", help="Comma-separated region ids, e.g. 10000002,10000043"),
-    types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids (default: all)."),
+    types: Optional[str] = typer.Option(None, "--types", help="Comma-separated type ids, or all (the default): "
+                                        "every type the region lists (ESI /markets/{region}/types/)."),
     dsn: Optional[str] = DsnOpt,
     dsn_file: Optional[Path] = DsnFileOpt,
     profile: Optional[str] = typer.Option(None, "--profile", help="local | dsn | env | crunchy | snowflake"),
@@ -57,7 +58,7 @@ def run(
     region_ids = _ints(regions, "--regions")
     if not region_ids:
         raise ConfigError("--regions needs at least one region id, e.g. 10000002")
-    type_ids = _ints(types, "--types") or None
+    type_ids = None if (types or "").strip().lower() == "all" else (_ints(types, "--types") or None)
     Target(schema, table or kind.default_table)  # refuse bad names before starting anything
     overrides = {k: v for k, v in (("esi_base_url", esi_base_url), ("mokaam_base_url", mokaam_base_url),
                                    ("everef_base_url", everef_base_url)) if v}
@@ -73,20 +74,25 @@ def run(
             raise ConfigError(f"--day must be YYYY-MM-DD, got {day!r}") from None
     conninfo = resolve_dsn(profile, pick_dsn(dsn, dsn_file), settings)
 
-    with _progress(sys.stderr.isatty()) as progress:
+    with _progress(sys.stderr.isatty(), all_types=kind is SourceKind.ESI_HISTORY and type_ids is None) as progress:
         report = run_etl(kind, region_ids, type_ids, conninfo, schema=schema, table=table,
                          pipeline_name=pipeline_name, settings=settings, progress=progress, day=day_value)
     _summary(report)
 
 
 class _progress:
-    """A rich progress line per run on a terminal; nothing otherwise (logs stay clean)."""
+    """A rich progress line per run on a terminal; nothing otherwise (logs stay clean), except the
+    types done and the ETA of an ESI history pull of every type (log lines every tenth)."""
 
-    def __init__(self, enabled: bool):
+    def __init__(self, enabled: bool, all_types: bool = False):
         self.enabled = enabled
+        self.all_types = all_types  # ESI history of every type: types done and the budget's ETA too
         self._bar = None
+        self._types = None
 
     def __enter__(self):
+        if self.all_types:
+            self._types = self._types_progress()
         if not self.enabled:
             return None
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -96,14 +102,42 @@ class _progress:
         task = self._bar.add_task("loading…", total=None)
         totals = {"rows": 0, "batches": 0}
 
+        types = {"line": ""}
+
         def update(region: int, counts) -> None:
             totals["rows"] += counts.fetched
             totals["batches"] += 1
-            self._bar.update(task, description=f"region {region}: {totals['rows']:,} rows, {totals['batches']} batches")
+            self._bar.update(task, description=f"region {region}: {totals['rows']:,} rows, {totals['batches']} batches"
+                             + types["line"])
 
+        def update_types(p) -> None:
+            types["line"] = f"; {p.detail()}"
+            self._bar.update(task, description=f"region {p.region_id}: {totals['rows']:,} rows, "
+                             f"{totals['batches']} batches{types['line']}")
+
+        self._listener = update_types
         return update
 
+    def _types_progress(self):
+        """On a terminal the progress line carries it (see __enter__); log lines otherwise."""
+        import logging
+
+        from eveflow_etl.backfill import progress
+
+        if self.enabled:
+            ctx = progress.listening(lambda p: self._listener(p))
+        else:
+            logging.getLogger(progress.__name__).setLevel(logging.INFO)
+            if not logging.getLogger().handlers:
+                logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                                    format="%(asctime)s %(levelname)s %(message)s")
+            ctx = progress.listening(progress.log_lines())
+        ctx.__enter__()
+        return ctx
+
     def __exit__(self, *exc) -> None:
+        if self._types is not None:
+            self._types.__exit__(*exc)
         if self._bar is not None:
             self._bar.stop()
 

@@ -2,7 +2,8 @@
 
 Paths, JSON shapes and headers are the real ones:
 
-- ESI under ``/latest`` (``esi_base_url = http://HOST:PORT/latest``): market history, orders
+- ESI unversioned (``esi_base_url = http://HOST:PORT``) and under ``/latest`` (a pinned old-style
+  base); a future or malformed ``X-Compatibility-Date`` is refused with 400: market history, orders
   (``X-Pages``), types, prices; ``ETag``/``Expires``/``Last-Modified``, 304 on ``If-None-Match``,
   the error limit (``X-ESI-Error-Limit-*``, 420) and token buckets (``X-Ratelimit-*``, 429 +
   ``Retry-After``) really enforced.
@@ -34,6 +35,7 @@ from aiohttp import web
 
 from eveflow_etl.devservers import esi_data as data
 from eveflow_etl.devservers import esi_everef
+from eveflow_etl.devservers.esi_compat import HEADER as COMPAT_HEADER, compat_error
 from eveflow_etl.devservers.esi_limits import FaultRule, token_cost
 
 from eveflow_etl.devservers.esi_state import (  # noqa: F401  (re-exported: the server's public names)
@@ -58,11 +60,12 @@ class _Reply:
 def build_app(state: EsiServerState) -> web.Application:
     app = web.Application()
     h = _Handlers(state)
-    for suffix in ("/", ""):
-        app.router.add_get("/latest/markets/prices" + suffix, h.prices)
-        app.router.add_get(r"/latest/markets/{region:\d+}/history" + suffix, h.history)
-        app.router.add_get(r"/latest/markets/{region:\d+}/orders" + suffix, h.orders)
-        app.router.add_get(r"/latest/markets/{region:\d+}/types" + suffix, h.types)
+    # ESI's routes are unversioned now; ``/latest/…`` stays served for clients that pin it.
+    for prefix, suffix in ((p, s) for p in ("/latest", "") for s in ("/", "")):
+        app.router.add_get(prefix + "/markets/prices" + suffix, h.prices)
+        app.router.add_get(prefix + r"/markets/{region:\d+}/history" + suffix, h.history)
+        app.router.add_get(prefix + r"/markets/{region:\d+}/orders" + suffix, h.orders)
+        app.router.add_get(prefix + r"/markets/{region:\d+}/types" + suffix, h.types)
     app.router.add_get("/API/market/all", h.mokaam_all)
     app.router.add_get(r"/market-history/{year:\d{4}}/market-history-{day}.csv.bz2", h.everef)
     app.router.add_get("/market-history/totals.json", h.everef_totals)
@@ -108,6 +111,8 @@ class _Handlers:
             reply = _Reply(fault.status, {"error": f"injected {fault.status}"})
             if fault.retry_after is not None:
                 reply.headers["Retry-After"] = str(fault.retry_after)
+        elif (refused := compat_error(request.headers.get(COMPAT_HEADER))) is not None:
+            reply = _Reply(400, {"error": refused})
         else:
             reply = build()
             etag = reply.headers.get("ETag")

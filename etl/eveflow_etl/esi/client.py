@@ -91,6 +91,8 @@ class EsiClient:
         self.pacer = TokenPacer(max_wait=settings.http_max_wait_seconds)
         self.budget = RateBudget(settings.esi_rate_per_second)
         self._slots = threading.BoundedSemaphore(settings.esi_max_concurrency)
+        self._esi_base = str(settings.esi_base_url).rstrip("/") + "/"
+        self._compat = {"X-Compatibility-Date": settings.esi_compatibility_date.isoformat()}
         self._services = [
             (str(settings.esi_base_url).rstrip("/"), "ESI"),
             (str(settings.mokaam_base_url).rstrip("/"), "Mokaam"),
@@ -267,6 +269,8 @@ class EsiClient:
                 total = self.settings.esi_timeout_seconds
                 deadline = time.monotonic() + total
                 try:
+                    if url.startswith(self._esi_base):  # ESI only: not Mokaam or EVE Ref
+                        headers = {**self._compat, **headers}
                     resp = self.session.get(url, headers=headers, timeout=total, stream=True)
                     if not stream:
                         # Read inside the slot, within the byte and time limits; truncation raises here.

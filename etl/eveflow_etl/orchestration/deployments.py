@@ -128,6 +128,11 @@ def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDe
         "retry_delay_seconds": spec.retry_delay_seconds,
         "timeout_seconds": spec.timeout_seconds,
     }
+    # Only when set: deployments of pipelines without them keep their parameters as they were.
+    if spec.source.backfill is not None:
+        etl_parameters["backfill_from"] = spec.source.backfill.from_
+    if spec.source.verify_days:
+        etl_parameters["verify_days"] = spec.source.verify_days
     result = [
         DesiredDeployment(
             name=pipeline.etl_deployment_name,

@@ -30,6 +30,7 @@ from eveflow_etl.orchestration.summary import (
     publish_summary,
 )
 from eveflow_etl.orchestration.fanout import cancel_children, parent_tag, read_child_outcomes
+from eveflow_etl.orchestration.backfill_task import run_backfill_task
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME
 
 # Deployments' entrypoints are module paths into this module (see deployments.py).
@@ -98,13 +99,20 @@ def eve_market_etl(
     retries: int = 3,
     retry_delay_seconds: int = 60,
     timeout_seconds: int = 3600,
+    backfill_from: str | None = None,
+    verify_days: int = 0,
 ):
-    """Load market data for ``regions`` into ``db_schema.table``; one task (or flow run) per region."""
+    """Load market data for ``regions`` into ``db_schema.table``; one task (or flow run) per region.
+    EVE Ref with ``backfill_from`` or ``verify_days``: every day not loaded and verified yet, one
+    task for all regions (see :mod:`eveflow_etl.orchestration.backfill_task`)."""
     logger = get_run_logger()
     started = time.monotonic()
     common = dict(source=source, types=types, destination=destination, db_schema=db_schema, table=table,
                   pipeline_name=pipeline_name)
-    if fan_out and len(regions) > 1:
+    if source == "everef" and (backfill_from or verify_days):
+        outcomes = run_backfill_task(regions, common, retries, retry_delay_seconds, timeout_seconds,
+                                     backfill_from, verify_days)
+    elif fan_out and len(regions) > 1:
         outcomes = _fan_out(regions, common, retries, retry_delay_seconds, timeout_seconds)
     else:
         if fan_out:

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 
 import pandas as pd
 
+from eveflow_etl.backfill.progress import TypesProgress, report
 from eveflow_etl.datasets import SourceKind
 from eveflow_etl.errors import SourceError
 from eveflow_etl.esi import EsiClient
@@ -66,7 +67,10 @@ def fetch_history(client: EsiClient, settings: EtlSettings, regions: Sequence[in
         frames: list[pd.DataFrame] = []
         rows = 0
         skipped: list[tuple[int, str]] = []
-        for type_id, payload, reason in bounded_map(one, type_ids, settings.esi_max_concurrency):
+        report(TypesProgress(region_id, 0, len(type_ids), settings.esi_rate_per_second))
+        for done, (type_id, payload, reason) in enumerate(
+                bounded_map(one, type_ids, settings.esi_max_concurrency), start=1):
+            report(TypesProgress(region_id, done, len(type_ids), settings.esi_rate_per_second))
             if reason is not None:
                 log.warning("ESI history: region %s type %s skipped (%s)", region_id, type_id, reason)
                 skipped.append((type_id, reason))

@@ -44,6 +44,10 @@ UNKNOWN_REGION = 0
 _DOWNLOAD_BLOCK = 1 << 16
 
 
+class MissingDay(SourceError):
+    """EVE Ref has no file for the day (HTTP 404): a gap in the archive, not a broken load."""
+
+
 def everef_url(base: str, day: dt.date) -> str:
     return f"{base}/market-history/{day.year}/market-history-{day.isoformat()}.csv.bz2"
 
@@ -88,7 +92,7 @@ def _local_copy(client: EsiClient, cache: EverefCache, url: str) -> Iterator[Bin
                 cache.touch(entry)
                 log.info("EVE Ref %s: not modified, reading the cached copy (%d bytes)", url, entry.size)
             elif resp.status_code == 404:
-                raise SourceError(f"EVE Ref has no history file for {_day_of(url)} ({url}: HTTP 404)")
+                raise MissingDay(f"EVE Ref has no history file for {_day_of(url)} ({url}: HTTP 404)")
             elif resp.status_code != 200:
                 raise SourceError(f"EVE Ref history file {url}: HTTP {resp.status_code}")
             else:
