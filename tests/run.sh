@@ -6,6 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# --fast: only the tests that need no server (no PostgreSQL, Prefect, control plane, helm or
+# image build) -- builders, reducers, parsers, the model and the render targets; about a minute.
+fast=0
+if [ "${1:-}" = "--fast" ]; then
+  fast=1
+  shift
+  set -- -m "not postgres and not prefect and not k8s and not helm and not image and not controlplane" "$@"
+fi
+
 python=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
@@ -15,6 +24,7 @@ fi
 # subprocess (kopf, prefect, workers) spends ~7 s importing.
 .venv/bin/uv pip install -q --python .venv/bin/python --compile-bytecode -e '.[test]'
 
+if [ "$fast" = 0 ]; then
 bash tests/tools/fetch-helm.sh .cache/tools
 # The Kubernetes control plane (kube-apiserver, controller-manager, scheduler, etcd, kwok), built
 # from Go modules on the first run (minutes), then reused from .cache/tools.
@@ -32,6 +42,7 @@ if ! command -v buildah >/dev/null || ! command -v debootstrap >/dev/null; then
   else
     echo "tests/run.sh: no apt-get as root here: buildah cannot be installed, the image tests will skip" >&2
   fi
+fi
 fi
 
 export PATH="$PWD/.venv/bin:$PWD/.cache/tools/bin:$PATH"
