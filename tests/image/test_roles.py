@@ -5,6 +5,7 @@ session started on this host (chroot isolation shares the host's network)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import select
@@ -43,6 +44,23 @@ def _wait(predicate, timeout: float, what: str, proc, log: Path):
             return result
         time.sleep(0.5)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}:\n{log.read_text()[-4000:]}")
+
+
+def _self_contained(kubeconfig: Path) -> str:
+    """``kubeconfig`` with the files it names (the admin's client certificate and key) inlined:
+    the container sees only what is mounted into it, as a kubeconfig Secret in a pod would hold."""
+    doc = yaml.safe_load(kubeconfig.read_text())
+    for entry in doc.get("users", []):
+        user = entry["user"]
+        for key in ("client-certificate", "client-key"):
+            if key in user:
+                user[f"{key}-data"] = base64.b64encode(Path(user.pop(key)).read_bytes()).decode()
+    for entry in doc.get("clusters", []):
+        cluster = entry["cluster"]
+        if "certificate-authority" in cluster:
+            cluster["certificate-authority-data"] = base64.b64encode(
+                Path(cluster.pop("certificate-authority")).read_bytes()).decode()
+    return yaml.safe_dump(doc)
 
 
 class _TcpToUnix:
@@ -176,7 +194,7 @@ def test_operator_from_the_image_reconciles_an_evepipeline(
     # The kubeconfig as a mounted Secret would give it: read-only, readable by the runtime user.
     kubedir = tmp_path / "kube"
     kubedir.mkdir()
-    (kubedir / "config").write_text(Path(kube.env["KUBECONFIG"]).read_text())
+    (kubedir / "config").write_text(_self_contained(Path(kube.env["KUBECONFIG"])))
     os.chmod(kubedir, 0o755)
     os.chmod(kubedir / "config", 0o644)
     health = free_port()
