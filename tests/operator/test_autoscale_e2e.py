@@ -79,7 +79,18 @@ def test_worker_follows_the_runs_due_and_idles_without_writes(kube, ns, operator
         "desiredReplicas") == 3 and get_cr(kube, ns, name)["status"], timeout=10, what="status.worker")
     assert status["worker"]["waiting"] == 5 and status["worker"]["reason"] == "ScaledUp"
     assert any(e["reason"] == "ScaledUp" and "0 -> 3" in e["message"] for e in events(kube, ns, name))
-    wait_condition(kube, ns, name, timeout=60)  # kwok runs the three pods: WorkerAvailable 3/3
+    # kwok runs the three pods; the status follows them (1/3, 2/3, 3/3 are real changes, written
+    # as they happen), so the idle window starts once WorkerAvailable says 3/3.
+    def _worker_available_3_of_3() -> bool:
+        conditions = ((get_cr(kube, ns, name) or {}).get("status") or {}).get("conditions") or []
+        return any(c.get("type") == "WorkerAvailable" and c.get("status") == "True"
+                   and str(c.get("message", "")).startswith("3/3") for c in conditions)
+    kube.wait_for(_worker_available_3_of_3, timeout=60, what="WorkerAvailable 3/3")
+    wait_condition(kube, ns, name, timeout=60)
+    # The poll after a scale reports the same count as Steady (once); from then on nothing changes.
+    kube.wait_for(lambda: (get_cr(kube, ns, name) or {}).get("status", {}).get("worker", {}).get("reason") == "Steady",
+                  timeout=3 * POLL, what="status.worker Steady at 3")
+    time.sleep(1)
 
     # Still five due, three replicas: steady, no writes.
     k8s, prefect_writes, _ = _idle_writes(kube, operator, prefect_write_counter, 2 * POLL + 1)
