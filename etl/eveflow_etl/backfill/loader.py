@@ -42,7 +42,6 @@ class DayLoader:
 
     def load(self, day: PreparedDay, published_total: int | None) -> tuple[UpsertCounts, int]:
         """Upsert the day's rows; returns (counts, rows quarantined)."""
-        conn = self.conn
         quarantined = 0 if day.quarantine is None else len(day.quarantine)
         try:
             return self._load(day, published_total, quarantined)
