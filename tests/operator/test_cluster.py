@@ -115,6 +115,9 @@ def test_restricted_pod_security_admits_the_worker_pods(kube, operator) -> None:
                    if e["reason"] == "FailedCreate"]
         assert not refused, refused
     finally:
+        # Its pipelines are named like the examples the next tests apply: their finalizers must
+        # release the Prefect deployments before another namespace's "market-history" claims them.
+        kube.kubectl("delete", "evp", "--all", "-n", ns, "--wait=true", "--timeout=30s", check=False, timeout=40)
         kube.delete_namespace(ns)
 
 

@@ -12,9 +12,11 @@ truncated book), not a market.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 from psycopg import Connection, sql
 
@@ -80,9 +82,30 @@ def snapshot_ids(frame: pd.DataFrame) -> list[int]:
     in bigint range cannot name a stored order and are left out)."""
     if "order_id" not in frame.columns or frame.empty:
         return []
-    ids = pd.to_numeric(frame["order_id"], errors="coerce").dropna()
-    ids = ids[(ids >= 0) & (ids <= _BIGINT_MAX) & (ids == ids.round())]
-    return sorted({int(i) for i in ids})
+    column = frame["order_id"]
+    if pd.api.types.is_integer_dtype(column):
+        return sorted({int(i) for i in column[(column >= 0) & (column <= _BIGINT_MAX)]})
+    # Mixed values: one by one, since pd.to_numeric would turn the column into float64 and round
+    # an id near 2**63 up out of bigint range (found by the property tests).
+    return sorted({i for i in map(_whole_bigint, column) if i is not None})
+
+
+def _whole_bigint(value: object) -> int | None:
+    """``value`` as an order id: a whole number in bigint range, else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, np.integer)):
+        number = int(value)
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value) and float(value).is_integer():
+        number = int(value)
+    elif isinstance(value, str):
+        try:
+            number = int(value.strip())
+        except ValueError:
+            return None
+    else:
+        return None
+    return number if 0 <= number <= _BIGINT_MAX else None
 
 
 def stage_seen_ids(conn: Connection, ids: Sequence[int]) -> None:
