@@ -6,8 +6,8 @@ to the end. The file is parsed chunk by chunk from disk, so memory does not grow
 
 Completeness: after the last row, the rows read (every region, before filtering) must equal
 the count EVE Ref publishes for the day in ``/market-history/totals.json``. A mismatch is a
-:class:`SourceError` raised while the run's transaction is still open, so it rolls back and
-nothing of the file is loaded. When the count cannot be checked (the day is not in totals.json
+:class:`SourceError` raised while the run is still pulling (a run spools every batch before it
+loads any), so nothing of the file is loaded. When the count cannot be checked (the day is not in totals.json
 yet, or totals.json is unreachable or malformed) the rows are loaded, a warning is logged and a
 final empty batch carries a note saying the day is unverified, for the run's ledger row
 (``notes``) and summary.
@@ -72,7 +72,7 @@ def fetch_everef(client: EsiClient, settings: EtlSettings, regions: Sequence[int
             for batch in _split(chunk, region_set, type_set):
                 last_region = batch.region_id
                 yield batch
-    # The batches so far are loaded in the run's transaction: an error here rolls them back.
+    # The batches so far are only spooled (a run loads after the whole pull): an error here loads none.
     note = _check_count(client, base, day, url, rows_read)
     if note:  # an empty batch carries it to the run's ledger row and summary
         yield SourceBatch(SourceKind.EVEREF, last_region, pd.DataFrame(columns=EVEREF_COLUMNS),
