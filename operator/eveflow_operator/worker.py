@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from eveflow_etl.orchestration.pools import CONTAINER_SECURITY_CONTEXT, WRITABLE_DIRS
+from eveflow_etl.orchestration.pools import (
+    CONTAINER_SECURITY_CONTEXT,
+    POD_SECURITY_CONTEXT,
+    WRITABLE_DIRS,
+)
 from eveflow_etl.spec import DEFAULT_REPLICAS, EvePipeline
 
 from eveflow_operator.labels import child_labels, selector_labels
@@ -139,7 +144,7 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
                     "automountServiceAccountToken": spec.work_pool.type == "kubernetes",
                     "terminationGracePeriodSeconds": 60,
                     # Pod Security "restricted" (the image's user is 10001; enforced, not assumed).
-                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "securityContext": copy.deepcopy(POD_SECURITY_CONTEXT),
                     "containers": [container],
                     "volumes": [{"name": name, "emptyDir": {"sizeLimit": size}} for name, size, _ in WRITABLE_DIRS],
                 },

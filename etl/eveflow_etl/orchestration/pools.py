@@ -62,6 +62,8 @@ CONTAINER_SECURITY_CONTEXT: dict[str, Any] = {
     "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
     "capabilities": {"drop": ["ALL"]}, "seccompProfile": {"type": "RuntimeDefault"},
 }
+# ... and every eveflow pod (worker Deployment, flow-run Job).
+POD_SECURITY_CONTEXT: dict[str, Any] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 # (volume, size limit, mount path): where an eveflow process writes with a read-only root
 # filesystem -- /tmp (PREFECT_HOME, XDG_CACHE_HOME in the image) and EVEFLOW_DATA_DIR's default.
 WRITABLE_DIRS = (("tmp", "1Gi", "/tmp"), ("data", "4Gi", "/home/eveflow/.eveflow"))
@@ -95,7 +97,7 @@ def _add_env_from_variable(template: dict[str, Any]) -> None:
     # The restricted Pod Security Standard, and no API token: a flow run only talks to Prefect
     # and the destination. The image's user is non-root (10001); its writable places are volumes.
     pod["automountServiceAccountToken"] = False
-    pod["securityContext"] = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+    pod["securityContext"] = copy.deepcopy(POD_SECURITY_CONTEXT)
     pod["volumes"] = [{"name": name, "emptyDir": {"sizeLimit": size}} for name, size, _ in WRITABLE_DIRS]
     containers[0]["securityContext"] = dict(CONTAINER_SECURITY_CONTEXT)
     containers[0]["volumeMounts"] = [{"name": name, "mountPath": path} for name, _, path in WRITABLE_DIRS]
