@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eveflow_etl.errors import ConfigError, DestinationError
+from eveflow_etl.plan import DATABASE_URL, PG_VARIABLES, SNOWFLAKE_VARIABLES
 from eveflow_etl.settings import EtlSettings
 
 PROFILES = ("local", "dsn", "env", "crunchy", "snowflake")
@@ -47,18 +48,17 @@ def resolve_dsn(
     if profile == "env":
         return _parse(dsn or "")  # libpq fills in PGHOST, PGUSER, PGPASSWORD, …
     if profile == "crunchy":
-        return _require_tls(_parse(dsn or env.get("DATABASE_URL", "")), "crunchy")
+        return _require_tls(_parse(dsn or env.get(DATABASE_URL, "")), "crunchy")
     # snowflake
     if dsn:
         return _require_tls(_parse(dsn), "snowflake")
-    missing = [f"SNOWFLAKE_POSTGRES_{k}" for k in ("HOST", "USER", "PASSWORD", "DATABASE")
-               if not env.get(f"SNOWFLAKE_POSTGRES_{k}")]
+    names = SNOWFLAKE_VARIABLES
+    missing = [name for name in (names.host, names.user, names.password, names.database) if not env.get(name)]
     if missing:
         raise ConfigError(f"--profile snowflake needs {', '.join(missing)} in the environment")
     return make_conninfo(
-        host=env["SNOWFLAKE_POSTGRES_HOST"], port=env.get("SNOWFLAKE_POSTGRES_PORT", "5432"),
-        user=env["SNOWFLAKE_POSTGRES_USER"], password=env["SNOWFLAKE_POSTGRES_PASSWORD"],
-        dbname=env["SNOWFLAKE_POSTGRES_DATABASE"], sslmode="require",
+        host=env[names.host], port=env.get(names.port, "5432"), user=env[names.user],
+        password=env[names.password], dbname=env[names.database], sslmode="require",
     )
 
 
@@ -83,9 +83,9 @@ def describe(conninfo: str, env: Mapping[str, str] | None = None) -> str:
         params = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
         return "<unparsable DSN>"
-    host = params.get("host") or env.get("PGHOST") or "localhost"
-    port = params.get("port") or env.get("PGPORT") or "5432"
-    db = params.get("dbname") or env.get("PGDATABASE") or ""
+    host = params.get("host") or env.get(PG_VARIABLES.host) or "localhost"
+    port = params.get("port") or env.get(PG_VARIABLES.port) or "5432"
+    db = params.get("dbname") or env.get(PG_VARIABLES.database) or ""
     if str(host).startswith("/"):
         return f"socket {host}/{db}"
     return f"{host}:{port}/{db}"
@@ -101,7 +101,7 @@ def redact_text(text: str, conninfo: str) -> str:
         uri = re.match(r"^\w+://[^:/?#@]*:(.*)@", conninfo)
         secrets += [uri.group(1)] if uri else []
         secrets += [v.strip("'") for v in re.findall(r"password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", conninfo)]
-    secrets += [os.environ.get("PGPASSWORD"), os.environ.get("SNOWFLAKE_POSTGRES_PASSWORD")]
+    secrets += [os.environ.get(PG_VARIABLES.password), os.environ.get(SNOWFLAKE_VARIABLES.password)]
     for secret in filter(None, secrets):
         text = text.replace(str(secret), "***")
     return text

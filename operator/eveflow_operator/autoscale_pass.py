@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.queue_depth import QueueDepth
 from eveflow_etl.orchestration.types import PrefectAuthError, PrefectRejected, PrefectUnavailable
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import API_GROUP, API_VERSION, KIND
 
 from eveflow_operator import autoscale as asc
@@ -23,7 +24,7 @@ from eveflow_operator import status as st
 from eveflow_operator.apply import owned
 from eveflow_operator.kube import KubeConflict, object_path
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection
-from eveflow_operator.worker import build_worker_deployment, worker_queues, worker_replicas
+from eveflow_operator.worker import build_worker_deployment, worker_replicas
 
 if TYPE_CHECKING:
     from eveflow_operator.reconcile import EventSpec, Reconciler
@@ -91,7 +92,8 @@ async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = Non
                 log.warning("autoscaling %s/%s: queue depth not read (%s); keeping %d replica(s)",
                             namespace, meta["name"], exc, current)
                 return PollResult(skipped=f"queue depth not read: {type(exc).__name__}")
-            depth = runs.depth(set((status.get("deploymentIds") or {}).values()), set(worker_queues(pipeline)))
+            queues = set(pipeline_plan(pipeline, namespace).worker_queues)
+            depth = runs.depth(set((status.get("deploymentIds") or {}).values()), queues)
             decision = asc.decide(auto, depth, current, memory.low_since.get(uid), now)
         if decision.low_since is None:
             memory.low_since.pop(uid, None)

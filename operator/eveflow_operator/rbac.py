@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Mapping
 
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import EvePipeline
 
 from eveflow_operator.labels import PIPELINE_NAMESPACE_LABEL, child_labels
@@ -93,9 +94,9 @@ def build_role_binding(pipeline: EvePipeline, namespace: str, target_namespace: 
 
 
 def jobs_namespace(pipeline: EvePipeline, namespace: str) -> str:
-    """Where the flow-run Jobs go: ``spec.workPool.kubernetes.namespace``, else the pipeline's own."""
-    k8s = pipeline.spec.work_pool.kubernetes
-    return (k8s.namespace if k8s and k8s.namespace else None) or namespace
+    """Where the flow-run Jobs go: ``spec.workPool.kubernetes.namespace``, else the pipeline's own
+    (the plan's ``jobs_namespace``)."""
+    return pipeline_plan(pipeline, namespace).jobs_namespace
 
 
 def jobs_from_label(source_namespace: str) -> str:

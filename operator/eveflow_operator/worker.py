@@ -10,12 +10,12 @@ from eveflow_etl.orchestration.pools import (
     POD_SECURITY_CONTEXT,
     WRITABLE_DIRS,
 )
+from eveflow_etl.plan import WORKER_PORT, PipelinePlan, pipeline_plan
 from eveflow_etl.spec import DEFAULT_REPLICAS, EvePipeline
 
 from eveflow_operator.labels import child_labels, selector_labels
 from eveflow_operator.settings import OperatorSettings
 
-HEALTH_PORT = 8080  # `eveflow worker --port`: /health and /metrics
 OBSERVER_NAMESPACES_ENV = "PREFECT_INTEGRATIONS_KUBERNETES_OBSERVER_NAMESPACES"
 
 
@@ -23,13 +23,10 @@ def worker_name(pipeline: EvePipeline) -> str:
     return f"{pipeline.name}-worker"
 
 
-def prefect_api_url(pipeline: EvePipeline, settings: OperatorSettings) -> str:
-    return pipeline.spec.prefect.api_url or settings.prefect_api_url
-
-
-def worker_queues(pipeline: EvePipeline) -> list[str]:
-    """The queues the worker polls: spec.worker.queues, else all of the pool's (in order)."""
-    return list(pipeline.spec.worker.queues) or [q.name for q in pipeline.spec.work_pool.queues]
+def operator_plan(pipeline: EvePipeline, settings: OperatorSettings, namespace: str) -> PipelinePlan:
+    """The pipeline's plan with the operator's defaults for an empty apiUrl and image."""
+    return pipeline_plan(pipeline, namespace, default_api_url=settings.prefect_api_url,
+                         default_image=settings.worker_image)
 
 
 def worker_replicas(pipeline: EvePipeline, autoscaled: int | None = None) -> int:
@@ -45,39 +42,31 @@ def worker_replicas(pipeline: EvePipeline, autoscaled: int | None = None) -> int
 
 
 def worker_command(pipeline: EvePipeline) -> list[str]:
-    pool = pipeline.spec.work_pool
-    command = ["eveflow", "worker", "--pool", pool.name, "--type", pool.type]
-    for queue in worker_queues(pipeline):
-        command += ["--queue", queue]
-    if pipeline.spec.worker.autoscaling is not None:
-        # What the autoscaler counts on: a replica takes at most runsPerReplica runs at a time.
-        command += ["--limit", str(pipeline.spec.worker.autoscaling.runs_per_replica)]
+    """``eveflow worker`` with the plan's arguments (its --limit is what the autoscaler counts on)."""
     # The operator creates the pool with its job template; a worker must not race it with defaults.
-    return command + ["--port", str(HEALTH_PORT), "--no-create-pool"]
+    return ["eveflow", *pipeline_plan(pipeline).worker_args, "--no-create-pool"]
 
 
 # prefect-kubernetes' KubernetesWorkerSettings (api_key_secret_name/key, api_auth_string_secret_name/key).
 JOB_SECRET_ENV_PREFIX = "PREFECT_INTEGRATIONS_KUBERNETES_WORKER_"
 
 
-def worker_env(pipeline: EvePipeline, settings: OperatorSettings, namespace: str) -> list[dict[str, Any]]:
+def worker_env(pipeline: EvePipeline, plan: PipelinePlan) -> list[dict[str, Any]]:
     """PREFECT_* env; credentials only as secretKeyRef (the values never pass through here)."""
     spec = pipeline.spec
-    env: list[dict[str, Any]] = [{"name": "PREFECT_API_URL", "value": prefect_api_url(pipeline, settings)}]
-    for var, ref in (("PREFECT_API_KEY", spec.prefect.api_key_secret_ref),
-                     ("PREFECT_API_AUTH_STRING", spec.prefect.auth_string_secret_ref)):
-        if ref is not None:
-            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
+    env: list[dict[str, Any]] = [{"name": "PREFECT_API_URL", "value": plan.prefect_api_url}]
+    ref = plan.prefect_credential_ref
+    if ref is not None:
+        env.append({"name": plan.prefect_credential_env,
+                    "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}})
     if spec.work_pool.type == "kubernetes":
-        jobs_namespace = (spec.work_pool.kubernetes and spec.work_pool.kubernetes.namespace) or namespace
-        env.append({"name": OBSERVER_NAMESPACES_ENV, "value": jobs_namespace})
+        env.append({"name": OBSERVER_NAMESPACES_ENV, "value": plan.jobs_namespace})
         # Without these the kubernetes worker copies its own key / auth string into every Job's
         # env as a literal value; with them the Jobs reference the same Secret key instead.
-        for prefix, ref in (("API_KEY", spec.prefect.api_key_secret_ref),
-                            ("API_AUTH_STRING", spec.prefect.auth_string_secret_ref)):
-            if ref is not None:
-                env += [{"name": f"{JOB_SECRET_ENV_PREFIX}{prefix}_SECRET_NAME", "value": ref.name},
-                        {"name": f"{JOB_SECRET_ENV_PREFIX}{prefix}_SECRET_KEY", "value": ref.key}]
+        if ref is not None:
+            prefix = f"{JOB_SECRET_ENV_PREFIX}{plan.prefect_credential_env.removeprefix('PREFECT_')}"
+            env += [{"name": f"{prefix}_SECRET_NAME", "value": ref.name},
+                    {"name": f"{prefix}_SECRET_KEY", "value": ref.key}]
     env += [
         {"name": "EVEFLOW_DESTINATION_PROFILE", "value": spec.destination.profile},
         {"name": "EVEFLOW_PIPELINE", "value": pipeline.name},
@@ -104,13 +93,14 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
     """The worker ``apps/v1`` Deployment (owner reference added by the caller via ``kopf.adopt``);
     ``autoscaled`` is the autoscaler's last count for a pipeline with worker.autoscaling."""
     spec = pipeline.spec
+    plan = operator_plan(pipeline, settings, namespace)
     container: dict[str, Any] = {
         "name": "worker",
-        "image": spec.worker.image or settings.worker_image,
+        "image": plan.worker_image,
         "imagePullPolicy": settings.worker_image_pull_policy,
         "command": worker_command(pipeline),
-        "env": worker_env(pipeline, settings, namespace),
-        "ports": [{"name": "http", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
+        "env": worker_env(pipeline, plan),
+        "ports": [{"name": "http", "containerPort": WORKER_PORT, "protocol": "TCP"}],
         "startupProbe": _probe("/health", 5, 24),
         "livenessProbe": _probe("/health", 20, 3),
         "readinessProbe": _probe("/health", 10, 2),
@@ -136,7 +126,7 @@ def build_worker_deployment(pipeline: EvePipeline, settings: OperatorSettings, n
             "template": {
                 "metadata": {
                     "labels": child_labels(pipeline.name, "worker"),
-                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(HEALTH_PORT)},
+                    "annotations": {"prometheus.io/scrape": "true", "prometheus.io/port": str(WORKER_PORT)},
                 },
                 "spec": {
                     "serviceAccountName": worker_name(pipeline),

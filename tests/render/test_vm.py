@@ -269,3 +269,32 @@ def test_readme_has_apply_command(rendered):
     for target in ("spcs", "vm"):
         for readme in rendered_files(rendered, target, "README.md"):
             assert "eveflow apply -f pipeline.yaml" in readme.read_text()
+
+
+def test_a_worker_without_chosen_queues_polls_the_spec_pools_queues_everywhere(tmp_path):
+    """No spec.worker.queues: the VM's worker (compose and systemd), the SPCS worker and the
+    operator's worker all poll the queues of spec.workPool -- not every queue the pool has in
+    Prefect, where a pipeline sharing the pool adds its own (renders used to poll those too)."""
+    from eveflow_etl.render import render
+    from eveflow_etl.spec import load_pipeline
+    from eveflow_operator.settings import OperatorSettings
+    from eveflow_operator.worker import build_worker_deployment
+
+    pipeline = load_pipeline(PIPELINES["self-hosted"])
+    worker = pipeline.spec.worker.model_copy(update={"queues": []})
+    pipeline = pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"worker": worker})})
+    polled = ["--queue", "default", "--queue", "high-memory"]
+
+    def queues(args: list[str]) -> list[str]:
+        return [a for i, a in enumerate(args) if a == "--queue" or (i and args[i - 1] == "--queue")]
+
+    render(pipeline, "vm", tmp_path / "vm")
+    compose = yaml.safe_load((tmp_path / "vm" / "docker-compose.yml").read_text())
+    assert queues(compose["services"]["worker-process"]["command"]) == polled
+    unit = next((tmp_path / "vm" / "systemd").glob("*.service")).read_text()
+    assert queues(re.search(r"^ExecStart=(.*)$", unit, re.M).group(1).split()) == polled
+    render(pipeline, "spcs", tmp_path / "spcs")
+    spec = yaml.safe_load((tmp_path / "spcs" / "service-spec.yaml").read_text())
+    assert queues(spec["spec"]["containers"][0]["args"]) == polled
+    deployment = build_worker_deployment(pipeline, OperatorSettings(), "ns")
+    assert queues(deployment["spec"]["template"]["spec"]["containers"][0]["command"]) == polled

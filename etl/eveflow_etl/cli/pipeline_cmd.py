@@ -18,6 +18,7 @@ import typer
 from eveflow_etl.cli.app import app, dev_app  # noqa: F401
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.types import PrefectConnection, SyncResult, redact_url
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import EvePipeline, RunSummary, load_pipeline
 
 FILE_OPTION = typer.Option(..., "-f", "--file", help="EvePipeline YAML file.", dir_okay=False)
@@ -33,7 +34,8 @@ def resolve_connection(pipeline: EvePipeline, api_url: str | None = None,
                        environ: Mapping[str, str] | None = None) -> PrefectConnection:
     """The Prefect connection for a pipeline from the command line and the environment."""
     env = os.environ if environ is None else environ
-    url = api_url or env.get("PREFECT_API_URL") or pipeline.spec.prefect.api_url
+    # The command line and the shell beat the file, so one file works from a laptop and in the cluster.
+    url = api_url or env.get("PREFECT_API_URL") or pipeline_plan(pipeline).prefect_api_url
     if not url:
         raise ConfigError(
             "no Prefect API URL: pass --api-url, set PREFECT_API_URL, or set spec.prefect.apiUrl in the file"
@@ -47,10 +49,6 @@ def resolve_connection(pipeline: EvePipeline, api_url: str | None = None,
             raise ConfigError("spec.prefect.mode is cloud: set PREFECT_API_KEY to a Prefect Cloud API key")
         return PrefectConnection(url.rstrip("/"), api_key=api_key)
     return PrefectConnection(url.rstrip("/"), api_key=None if auth_string else api_key, auth_string=auth_string)
-
-
-def _namespace(pipeline: EvePipeline, namespace: str | None) -> str:
-    return namespace or pipeline.metadata.namespace or "default"
 
 
 def _run_line(label: str, run: RunSummary | None) -> str:
@@ -82,7 +80,7 @@ def _call(operation, file: Path, api_url: str | None, namespace: str | None):
     """Load the file, resolve the connection, run one sync-library operation on it."""
     pipeline = load_pipeline(file)
     conn = resolve_connection(pipeline, api_url)
-    result = asyncio.run(operation(pipeline, conn, namespace=_namespace(pipeline, namespace)))
+    result = asyncio.run(operation(pipeline, conn, namespace=pipeline_plan(pipeline, namespace).namespace))
     return pipeline, conn, result
 
 

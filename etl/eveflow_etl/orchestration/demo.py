@@ -33,6 +33,7 @@ from typing import Any
 
 from eveflow_etl.errors import ConfigError, PrefectError
 from eveflow_etl.orchestration.demo_report import Reporter, psql_command
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import ETL_FLOW_NAME, EvePipeline, parse_pipeline
 
 NAMESPACE = "demo"
@@ -216,8 +217,9 @@ def _apply_and_run(pipeline: EvePipeline, regions: list[int], server, options: D
     report.step(f"deployment {ETL_FLOW_NAME}/{pipeline.etl_deployment_name} id {deployment_id}")
 
     spec = pipeline.spec
+    queues = pipeline_plan(pipeline, NAMESPACE).worker_queues
     worker = BackgroundWorker(
-        WorkerOptions(pool=spec.work_pool.name, type=spec.work_pool.type, queues=tuple(spec.worker.queues),
+        WorkerOptions(pool=spec.work_pool.name, type=spec.work_pool.type, queues=queues,
                       host="127.0.0.1", port=0, name=WORKER_NAME, poll_seconds=1.0),
         conn,
     ).start()
@@ -290,10 +292,9 @@ def _table_rows(dsn: str, pipeline: EvePipeline, regions: list[int]) -> dict[int
     import psycopg
     from psycopg import sql
 
-    destination = pipeline.spec.destination
-    table = destination.table or pipeline.spec.source.kind.default_table
+    plan = pipeline_plan(pipeline, NAMESPACE)
     query = sql.SQL("SELECT region_id, count(*) FROM {} WHERE region_id = ANY(%s) GROUP BY 1 ORDER BY 1").format(
-        sql.Identifier(destination.db_schema, table))
+        sql.Identifier(plan.target_schema, plan.target_table))
     try:
         with psycopg.connect(dsn, connect_timeout=10) as conn:
             return {int(r): int(n) for r, n in conn.execute(query, (regions,)).fetchall()}

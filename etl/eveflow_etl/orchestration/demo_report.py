@@ -11,6 +11,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Iterator
 
 from eveflow_etl.orchestration.summary import COUNT_FIELDS, TOTAL_ROW
+from eveflow_etl.plan import pipeline_plan
 
 if TYPE_CHECKING:
     from eveflow_etl.orchestration.demo import DemoResult
@@ -22,8 +23,7 @@ def psql_command(dsn: str, pipeline: EvePipeline) -> str:
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = {k: v for k, v in conninfo_to_dict(dsn).items() if k != "password" and v not in (None, "")}
-    destination = pipeline.spec.destination
-    table = f"{destination.db_schema}.{destination.table or pipeline.spec.source.kind.default_table}"
+    table = pipeline_plan(pipeline).qualified_table
     query = (f"SELECT region_id, count(*) AS rows, min(date) AS first_day, max(date) AS last_day "
              f"FROM {table} GROUP BY 1 ORDER BY 1")
     return f"psql {shlex.quote(make_conninfo(**params))} -c {shlex.quote(query)}"
@@ -69,8 +69,7 @@ class Reporter:
 
     def result(self, pipeline: EvePipeline, result: DemoResult, ui_url: str, psql: str, *, keep: bool,
                seconds: float) -> None:
-        destination = pipeline.spec.destination
-        table = f"{destination.db_schema}.{destination.table or pipeline.spec.source.kind.default_table}"
+        table = pipeline_plan(pipeline).qualified_table
         per_region = [r for r in result.rows if r.get("region") != TOTAL_ROW]
         total = next((r for r in result.rows if r.get("region") == TOTAL_ROW), None) or {k: 0 for k in COUNT_FIELDS}
         header = ["region", "status", *COUNT_FIELDS, "in db"]

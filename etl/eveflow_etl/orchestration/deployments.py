@@ -17,9 +17,9 @@ from eveflow_etl.orchestration.client import PrefectApi
 from eveflow_etl.orchestration.pools import build_base_job_template
 from eveflow_etl.orchestration.schedules import cron_schedule, ensure_schedules
 from eveflow_etl.orchestration.types import PrefectRejected
+from eveflow_etl.plan import PIPELINE_TAG_PREFIX, pipeline_plan
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME, EvePipeline
 
-MANAGED_TAG = "eveflow"
 ETL_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_market_etl"
 MAINTENANCE_ENTRYPOINT = "eveflow_etl.orchestration.flows.eve_maintenance"
 MAINTENANCE_SLUG = "maintenance"
@@ -27,13 +27,6 @@ MAINTENANCE_SLUG = "maintenance"
 # Fields compared between desired and observed, and PATCHed when they differ.
 _COMPARED = ("entrypoint", "parameters", "parameter_openapi_schema", "work_pool_name", "work_queue_name",
              "tags", "description", "paused", "enforce_parameter_schema", "job_variables", "path", "pull_steps")
-
-
-PIPELINE_TAG_PREFIX = "eveflow.dev/pipeline:"
-
-
-def pipeline_tag(pipeline: EvePipeline, namespace: str) -> str:
-    return f"{PIPELINE_TAG_PREFIX}{namespace}.{pipeline.name}"
 
 
 @lru_cache(maxsize=4)
@@ -68,7 +61,7 @@ def flow_run_job_variables(pipeline: EvePipeline, namespace: str) -> dict[str, A
     variables: dict[str, Any] = {}
     if pool.type == "kubernetes":
         k8s = pool.kubernetes
-        variables["namespace"] = k8s.namespace if k8s and k8s.namespace else namespace
+        variables["namespace"] = pipeline_plan(pipeline, namespace).jobs_namespace
         if k8s is None or k8s.finished_job_ttl_seconds is not None:
             variables["finished_job_ttl"] = k8s.finished_job_ttl_seconds if k8s else 3600
         if k8s is not None:
@@ -101,19 +94,18 @@ class DesiredDeployment:
 def desired_deployments(pipeline: EvePipeline, namespace: str) -> list[DesiredDeployment]:
     """The deployments a pipeline wants, as API bodies (no I/O except the flows' schema)."""
     spec = pipeline.spec
-    tags = [MANAGED_TAG, pipeline_tag(pipeline, namespace)]
-    table = spec.destination.table or spec.source.kind.default_table
+    plan = pipeline_plan(pipeline, namespace)
+    table = plan.target_table
     common = {
         "work_pool_name": spec.work_pool.name,
         "work_queue_name": spec.work_pool.queues[0].name,
-        "tags": tags,
+        "tags": list(plan.deployment_tags),
         "paused": spec.suspend,
         "enforce_parameter_schema": True,
         "job_variables": flow_run_job_variables(pipeline, namespace),
         "path": None,
         "pull_steps": None,
-        "description": f"Managed by eveflow from EvePipeline {namespace}/{pipeline.name}: "
-                       "change the pipeline, not this deployment.",
+        "description": plan.deployment_description,
     }
     etl_parameters = {
         "regions": list(spec.source.regions),
@@ -242,7 +234,7 @@ async def ensure_deployment(api: PrefectApi, desired: DesiredDeployment, observe
 async def find_pipeline_deployments(api: PrefectApi, pipeline: EvePipeline, namespace: str) -> list[dict[str, Any]]:
     """Deployments tagged as this pipeline's (whatever their names are now)."""
     return await api.query("/deployments/filter", {
-        "deployments": {"tags": {"all_": [MANAGED_TAG, pipeline_tag(pipeline, namespace)]}},
+        "deployments": {"tags": {"all_": list(pipeline_plan(pipeline, namespace).deployment_tags)}},
         "limit": 50,
     })
 

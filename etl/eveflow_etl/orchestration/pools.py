@@ -19,9 +19,14 @@ from typing import Any
 
 from eveflow_etl.orchestration.client import PrefectApi
 from eveflow_etl.orchestration.types import PrefectConflict, PrefectRejected
+from eveflow_etl.plan import (
+    DATABASE_URL,
+    MANAGED_MARKER,
+    PG_VARIABLES,
+    SNOWFLAKE_VARIABLES,
+    pipeline_plan,
+)
 from eveflow_etl.spec import EvePipeline, WorkQueueSpec
-
-MANAGED_MARKER = "Managed by eveflow"
 
 # The eveflow image's ENTRYPOINT is ``eveflow``, and workers pass a flow run's command as the
 # container's arguments: ``prefect flow-run execute`` would become ``eveflow prefect …`` and fail.
@@ -31,11 +36,7 @@ FLOW_RUN_ENTRYPOINT = ["/usr/bin/env"]
 # What ``destinations.resolve_dsn`` reads, for every profile: the same set for every pipeline, so
 # pipelines sharing a docker pool agree on its template. PGSSLMODE is left out: an unset variable
 # arrives empty, which libpq takes as unset for these but as an invalid sslmode.
-DOCKER_DESTINATION_VARIABLES = (
-    "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "DATABASE_URL",
-    "SNOWFLAKE_POSTGRES_HOST", "SNOWFLAKE_POSTGRES_PORT", "SNOWFLAKE_POSTGRES_DATABASE",
-    "SNOWFLAKE_POSTGRES_USER", "SNOWFLAKE_POSTGRES_PASSWORD",
-)
+DOCKER_DESTINATION_VARIABLES = (*PG_VARIABLES.names, DATABASE_URL, *SNOWFLAKE_VARIABLES.names)
 
 
 def default_base_job_template(pool_type: str) -> dict[str, Any]:
@@ -176,14 +177,6 @@ def new_pool_template(pipeline: EvePipeline) -> dict[str, Any]:
     return template
 
 
-def _creator(pipeline: EvePipeline, namespace: str) -> str:
-    return f"(created for pipeline {namespace}.{pipeline.name})"
-
-
-def pool_description(pipeline: EvePipeline, namespace: str) -> str:
-    return f"{MANAGED_MARKER} {_creator(pipeline, namespace)}; deleted with its last pipeline."
-
-
 def is_managed(pool: dict[str, Any]) -> bool:
     return MANAGED_MARKER in (pool.get("description") or "")
 
@@ -192,7 +185,7 @@ def is_owner(pool: dict[str, Any], pipeline: EvePipeline, namespace: str) -> boo
     """This pipeline created the pool (its description says so), so the pool's own settings follow
     its spec, down to removing them; a pipeline sharing the pool only sets what its spec names."""
     description = pool.get("description") or ""
-    return MANAGED_MARKER in description and _creator(pipeline, namespace) in description
+    return MANAGED_MARKER in description and pipeline_plan(pipeline, namespace).pool_creator in description
 
 
 async def read_pool(api: PrefectApi, name: str) -> dict[str, Any] | None:
@@ -207,7 +200,7 @@ async def ensure_pool(api: PrefectApi, pipeline: EvePipeline, namespace: str, ac
         body: dict[str, Any] = {
             "name": spec.name,
             "type": spec.type,
-            "description": pool_description(pipeline, namespace),
+            "description": pipeline_plan(pipeline, namespace).pool_description,
             "base_job_template": new_pool_template(pipeline),
         }
         if spec.concurrency_limit is not None:

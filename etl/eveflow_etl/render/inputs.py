@@ -7,30 +7,32 @@ can never pick up a secret value from the machine it runs on.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from eveflow_etl.datasets import SourceKind
 from eveflow_etl.errors import ConfigError
+from eveflow_etl.plan import PG_VARIABLES as PG_DATABASE_VARIABLES
+from eveflow_etl.plan import (
+    PGSSLMODE,
+    PREFECT_API_AUTH_STRING,
+    PREFECT_API_KEY,
+    SNOWFLAKE_VARIABLES,
+    WORKER_PORT,  # noqa: F401 - the renders read the plan's port and worker arguments from here
+    worker_args,  # noqa: F401
+)
 from eveflow_etl.settings import EtlSettings
 from eveflow_etl.spec import EvePipeline, WorkPoolSpec
 
-WORKER_PORT = 8080
 DEFAULT_IMAGE = "eveflow:latest"
 CLOUD_API_HOST = "api.prefect.cloud"
 DATA_DIR = "/data"
 
 # Every variable a worker may read, by purpose; .env.example lists them all.
-PREFECT_VARIABLES = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING")
-PG_VARIABLES = ("PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "PGSSLMODE")
-SNOWFLAKE_PG_VARIABLES = (
-    "SNOWFLAKE_POSTGRES_HOST",
-    "SNOWFLAKE_POSTGRES_USER",
-    "SNOWFLAKE_POSTGRES_PASSWORD",
-    "SNOWFLAKE_POSTGRES_DATABASE",
-)
+PREFECT_VARIABLES = ("PREFECT_API_URL", PREFECT_API_KEY, PREFECT_API_AUTH_STRING)
+PG_VARIABLES = (*PG_DATABASE_VARIABLES.names, PGSSLMODE)
+SNOWFLAKE_PG_VARIABLES = SNOWFLAKE_VARIABLES.names
 
 # Every EVEFLOW_* setting the ETL reads, from the settings model itself (a new field is passed on
 # without anyone listing it here).
@@ -43,14 +45,6 @@ _IMAGE_REF_RE = re.compile(
     r"^[a-z0-9][a-z0-9._-]*(:[0-9]{1,5})?(/[a-z0-9._-]+)*"  # [registry[:port]/]path
     r"(:[A-Za-z0-9_][A-Za-z0-9._-]{0,127})?(@sha256:[a-f0-9]{64})?$"  # [:tag][@digest]
 )
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One value a worker needs at run time that the render never knows."""
-
-    env: str  # the environment variable the worker reads
-    secret: bool  # True: a credential (never in a file); False: configuration
 
 
 def _default_url(field: str) -> str:
@@ -89,63 +83,8 @@ def check_renderable(pipeline: EvePipeline) -> EvePipeline:
     return pipeline
 
 
-def database_variables(pipeline: EvePipeline) -> list[Credential]:
-    """The database variables of the pipeline's destination profile, in a fixed order."""
-    profile = pipeline.spec.destination.profile
-    if profile == "snowflake":
-        return [
-            Credential("SNOWFLAKE_POSTGRES_HOST", secret=False),
-            Credential("SNOWFLAKE_POSTGRES_DATABASE", secret=False),
-            Credential("SNOWFLAKE_POSTGRES_USER", secret=True),
-            Credential("SNOWFLAKE_POSTGRES_PASSWORD", secret=True),
-        ]
-    return [
-        Credential("PGHOST", secret=False),
-        Credential("PGDATABASE", secret=False),
-        Credential("PGUSER", secret=True),
-        Credential("PGPASSWORD", secret=True),
-    ]
-
-
-def fixed_database_env(pipeline: EvePipeline) -> dict[str, str]:
-    """Non-secret database settings the render can fill in itself."""
-    if pipeline.spec.destination.profile == "snowflake":
-        return {}
-    env = {"PGPORT": "5432"}
-    if pipeline.spec.destination.profile == "crunchy":
-        env["PGSSLMODE"] = "require"  # Crunchy Bridge only accepts TLS
-    return env
-
-
-def prefect_credential(pipeline: EvePipeline) -> str | None:
-    """The Prefect credential variable this pipeline's mode needs, if any."""
-    prefect = pipeline.spec.prefect
-    if prefect.mode == "cloud":
-        return "PREFECT_API_KEY"
-    if prefect.auth_string_secret_ref is not None:
-        return "PREFECT_API_AUTH_STRING"
-    return None
-
-
-def prefect_api_url(pipeline: EvePipeline) -> str | None:
-    """The API URL written in the pipeline, if any (None: it comes from PREFECT_API_URL)."""
-    return pipeline.spec.prefect.api_url
-
-
 def source_url(pipeline: EvePipeline) -> str:
     return SOURCE_URLS[pipeline.spec.source.kind]
-
-
-def worker_queues(pipeline: EvePipeline) -> list[str]:
-    return list(pipeline.spec.worker.queues)
-
-
-def worker_args(pool: str, pool_type: str, queues: list[str]) -> list[str]:
-    """Arguments of ``eveflow worker`` (the worker entrypoint of the Prefect issue)."""
-    args = ["worker", "--pool", pool, "--type", pool_type]
-    for queue in queues:
-        args += ["--queue", queue]
-    return args + ["--port", str(WORKER_PORT)]
 
 
 def with_pool(pipeline: EvePipeline, name: str, pool_type: str) -> EvePipeline:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.render import inputs
 from eveflow_etl.render.names import (
     check_spcs_name,
@@ -95,33 +96,27 @@ def names_for(pipeline: EvePipeline) -> Names:
 def secrets_for(pipeline: EvePipeline, names: Names) -> list[Secret]:
     """The SECRET objects the service reads, in a fixed order."""
     secrets: list[Secret] = []
-    credential = inputs.prefect_credential(pipeline)
+    plan = pipeline_plan(pipeline)
+    credential = plan.prefect_credential_env
     if credential:
         suffix = "PREFECT_API_KEY" if credential == "PREFECT_API_KEY" else "PREFECT_AUTH"
         secrets.append(Secret(f"{names.prefix}_{suffix}", "GENERIC_STRING", (("secret_string", credential),)))
-    if inputs.prefect_api_url(pipeline) is None:
+    if plan.prefect_api_url is None:
         secrets.append(
             Secret(f"{names.prefix}_PREFECT_API_URL", "GENERIC_STRING", (("secret_string", "PREFECT_API_URL"),))
         )
-    variables = {c.env for c in inputs.database_variables(pipeline)}
-    env_prefix = "SNOWFLAKE_POSTGRES_" if "SNOWFLAKE_POSTGRES_HOST" in variables else "PG"
-    user, password = (
-        ("SNOWFLAKE_POSTGRES_USER", "SNOWFLAKE_POSTGRES_PASSWORD") if env_prefix != "PG" else ("PGUSER", "PGPASSWORD")
-    )
-    host, database = (
-        ("SNOWFLAKE_POSTGRES_HOST", "SNOWFLAKE_POSTGRES_DATABASE") if env_prefix != "PG" else ("PGHOST", "PGDATABASE")
-    )
+    db = plan.database_variables  # never None: check_renderable refuses the local profile
     secrets += [
-        Secret(f"{names.prefix}_DB_LOGIN", "PASSWORD", (("username", user), ("password", password))),
-        Secret(f"{names.prefix}_DB_HOST", "GENERIC_STRING", (("secret_string", host),)),
-        Secret(f"{names.prefix}_DB_NAME", "GENERIC_STRING", (("secret_string", database),)),
+        Secret(f"{names.prefix}_DB_LOGIN", "PASSWORD", (("username", db.user), ("password", db.password))),
+        Secret(f"{names.prefix}_DB_HOST", "GENERIC_STRING", (("secret_string", db.host),)),
+        Secret(f"{names.prefix}_DB_NAME", "GENERIC_STRING", (("secret_string", db.database),)),
     ]
     return [Secret(sql_identifier(s.name, "metadata.name"), s.kind, s.env) for s in secrets]
 
 
 def egress_hosts(pipeline: EvePipeline) -> list[str]:
     """host:port pairs the worker must reach: Prefect API, ESI (and the source), the database."""
-    url = inputs.prefect_api_url(pipeline)
+    url = pipeline_plan(pipeline).prefect_api_url
     if url:
         prefect = url_host_port(url, "spec.prefect.apiUrl")
     elif pipeline.spec.prefect.mode == "cloud":
@@ -175,18 +170,15 @@ def _resources(pipeline: EvePipeline) -> dict:
     return out
 
 
-def _limit(pipeline: EvePipeline) -> list[str]:
-    auto = pipeline.spec.worker.autoscaling
-    return [] if auto is None else ["--limit", str(auto.runs_per_replica)]
-
-
 def build_service_spec(pipeline: EvePipeline, names: Names) -> dict:
     """The SPCS service specification (a plain dict; see tests/render for its schema)."""
-    env = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
-    env.update(inputs.fixed_database_env(pipeline))
-    url = inputs.prefect_api_url(pipeline)
-    if url:
-        env["PREFECT_API_URL"] = url
+    plan = pipeline_plan(pipeline)
+    # The port is the standard one (the egress rule's DB_PORT): an SPCS secret holds host and
+    # name, not a port.
+    env = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR, plan.database_variables.port: str(DB_PORT),
+           **plan.database_fixed_env}
+    if plan.prefect_api_url:
+        env["PREFECT_API_URL"] = plan.prefect_api_url
     secrets = [
         {
             "snowflakeSecret": {"objectName": f"{DATABASE}.{APP_SCHEMA}.{secret.name}".lower()},
@@ -200,7 +192,7 @@ def build_service_spec(pipeline: EvePipeline, names: Names) -> dict:
         "name": CONTAINER,
         "image": names.image_path,
         "command": ["eveflow"],
-        "args": inputs.worker_args(names.pool, "process", inputs.worker_queues(pipeline)) + _limit(pipeline),
+        "args": list(plan.worker_args),  # of the pipeline adapted to the process pool names.pool
         "env": env,
         "readinessProbe": {"port": inputs.WORKER_PORT, "path": "/health"},
         "resources": _resources(pipeline),

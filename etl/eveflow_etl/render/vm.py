@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.render import inputs
 from eveflow_etl.render.names import check_spcs_name
 from eveflow_etl.spec import EvePipeline
@@ -59,10 +60,7 @@ def data_volume_name(pipeline: EvePipeline) -> str:
 
 def worker_environment(pipeline: EvePipeline) -> dict[str, str]:
     """What compose sets on the workers besides ``.env``."""
-    environment = {"EVEFLOW_DATA_DIR": inputs.DATA_DIR}
-    if pipeline.spec.destination.profile == "crunchy":
-        environment["PGSSLMODE"] = "require"
-    return environment
+    return {"EVEFLOW_DATA_DIR": inputs.DATA_DIR, **pipeline_plan(pipeline).database_fixed_env}
 
 
 def adapt(pipeline: EvePipeline) -> EvePipeline:
@@ -122,7 +120,7 @@ def _docker_gid(required: bool) -> str:
 
 def build_compose(pipeline: EvePipeline) -> dict:
     pools = pools_for(pipeline)
-    queues = inputs.worker_queues(pipeline)
+    queues = pipeline_plan(pipeline).worker_queues
     environment = worker_environment(pipeline)
     worker = {
         "image": _image(pipeline),
@@ -204,7 +202,7 @@ def build_initdb_sql() -> str:
 
 def build_systemd_unit(pipeline: EvePipeline) -> str:
     pools = pools_for(pipeline)
-    queues = inputs.worker_queues(pipeline)
+    queues = pipeline_plan(pipeline).worker_queues
     args = " ".join(inputs.worker_args(pools.process, "process", queues if pools.deployments_type == "process" else []))
     return f"""[Unit]
 Description=eveflow Prefect worker for pipeline {pipeline.name} (process pool {pools.process})
@@ -253,9 +251,8 @@ def build_prefect_yaml(pipeline: EvePipeline) -> dict:
     # Imported here: it loads the flows (for their parameter schema), which renders of SPCS skip.
     from eveflow_etl.orchestration.deployments import desired_deployments
 
-    namespace = pipeline.metadata.namespace or "default"  # as `eveflow apply` tags them
     deployments = []
-    for desired in desired_deployments(pipeline, namespace):
+    for desired in desired_deployments(pipeline, pipeline_plan(pipeline).namespace):  # as `eveflow apply` tags them
         body = desired.body
         deployments.append({
             "name": desired.name,
@@ -280,10 +277,10 @@ def build_env_example(pipeline: EvePipeline) -> str:
     """Every variable a worker may read, without values. What this pipeline reads is active;
     the rest is commented out, because an empty PGSSLMODE= or PREFECT_API_KEY= is not the same
     as an unset one. No inline comments: systemd's EnvironmentFile would keep them in the value."""
-    credential = inputs.prefect_credential(pipeline)
-    url = inputs.prefect_api_url(pipeline)
+    plan = pipeline_plan(pipeline)
+    credential, url = plan.prefect_credential_env, plan.prefect_api_url
     used = {"PREFECT_API_URL", *([credential] if credential else [])}
-    used |= {c.env for c in inputs.database_variables(pipeline)}
+    used |= set(plan.database_variables.required)
     if pools_for(pipeline).deployments_type == "docker":
         used.add("DOCKER_GID")  # worker-docker starts by default and compose requires it
     used.add("EVEFLOW_CONTACT")  # an empty one is the default, like every EVEFLOW_* setting
