@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from eveflow_etl.cli.app import app, dev_app  # noqa: F401
+from eveflow_etl.plan import WORKER_PORT
 
 
 def setup_logging(verbose: bool = False) -> None:
@@ -28,7 +29,7 @@ def worker(
     type_: str = typer.Option("process", "--type", "-t", help="Pool type: process, docker or kubernetes."),
     queue: Optional[list[str]] = typer.Option(None, "--queue", "-q", help="Work queue to poll (repeat); default: all."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Most flow runs at once."),
-    port: int = typer.Option(8080, "--port", min=0, max=65535, help="Port of /health and /metrics (0: any free).",
+    port: int = typer.Option(WORKER_PORT, "--port", min=0, max=65535, help="Port of /health and /metrics (0: any free).",
                              envvar="EVEFLOW_WORKER_PORT"),
     host: str = typer.Option("0.0.0.0", "--host", help="Address of /health and /metrics."),
     name: Optional[str] = typer.Option(None, "--name", help="Worker name shown in Prefect (default: generated)."),

@@ -38,12 +38,17 @@ _RETRY_STATUS = {429, 502, 503}
 _BACKOFF_SECONDS = 0.5
 
 
+def basic_auth_header(auth_string: str) -> str:
+    """The ``Authorization`` value for a server with basic auth (``auth_string``: 'user:password')."""
+    return "Basic " + base64.b64encode(auth_string.encode()).decode()
+
+
 def auth_headers(conn: PrefectConnection) -> dict[str, str]:
     """``Authorization`` for Cloud (bearer key) or a server with basic auth; empty otherwise."""
     if conn.api_key:
         return {"Authorization": f"Bearer {conn.api_key}"}
     if conn.auth_string:
-        return {"Authorization": "Basic " + base64.b64encode(conn.auth_string.encode()).decode()}
+        return {"Authorization": basic_auth_header(conn.auth_string)}
     return {}
 
 

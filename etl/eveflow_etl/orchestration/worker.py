@@ -38,6 +38,7 @@ from eveflow_etl.orchestration.types import (
     redact_url,
 )
 from eveflow_etl.orchestration.worker_health import WorkerMonitor, reason_of, start_http
+from eveflow_etl.plan import WORKER_PORT
 
 log = logging.getLogger("eveflow.worker")
 
@@ -54,7 +55,7 @@ class WorkerOptions:
     queues: tuple[str, ...] = ()
     limit: int | None = None
     host: str = "0.0.0.0"
-    port: int = 8080  # 0: any free port (tests, the demo)
+    port: int = WORKER_PORT  # 0: any free port (tests, the demo)
     name: str | None = None
     poll_seconds: float | None = None  # PREFECT_WORKER_QUERY_SECONDS when None (10 s)
     # /health turns 503 when the last good poll is older than this; default 3 poll intervals, ≥ 30 s.
