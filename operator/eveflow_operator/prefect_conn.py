@@ -10,11 +10,11 @@ import base64
 from typing import Awaitable, Callable
 
 from eveflow_etl.orchestration.types import PrefectConnection
-from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import EvePipeline, SecretKeyRef
 
 from eveflow_operator.boundary import PREFECT_CREDENTIALS_OPT_IN, opted_in
 from eveflow_operator.settings import OperatorSettings
+from eveflow_operator.worker import operator_plan
 
 ReadSecret = Callable[[str, str], Awaitable[dict | None]]  # (namespace, name) -> Secret or None
 # (namespace, name) -> the Secret's metadata only (no values), or None
@@ -64,7 +64,7 @@ async def build_connection(pipeline: EvePipeline, settings: OperatorSettings, na
                             "spec.prefect.authStringSecretRef", settings)
     if prefect.mode == "cloud" and api_key is None:
         raise SecretNotFound("spec.prefect.apiKeySecretRef: Prefect Cloud needs an API key Secret")
-    api_url = pipeline_plan(pipeline, namespace, default_api_url=settings.prefect_api_url).prefect_api_url
+    api_url = operator_plan(pipeline, settings, namespace).prefect_api_url
     return PrefectConnection(api_url=api_url, api_key=api_key, auth_string=auth,
                              timeout_seconds=settings.prefect_timeout_seconds)
 
