@@ -17,7 +17,7 @@ from eveflow_etl.orchestration import deployments
 from eveflow_etl.orchestration.types import redact_url
 from eveflow_etl.spec import API_GROUP, API_VERSION, PLURAL
 
-from eveflow_operator import autoscale_pass, metrics
+from eveflow_operator import autoscale_pass, finalize_pass, metrics
 from eveflow_operator.kube import KubeApi, KubeConflict, KubeError
 from eveflow_operator.labels import WORKER_LABELS, WORKER_SELECTOR
 from eveflow_operator.prefect_side import PrefectSync
@@ -80,20 +80,31 @@ def register(operator_settings: OperatorSettings, registry: kopf.OperatorRegistr
     """Register every handler of the operator on ``registry`` (kopf's default one if None)."""
     registry = registry or kopf.get_default_registry()  # type: ignore[attr-defined]
     runtime = _Runtime()
+    _register_lifecycle(registry, runtime, operator_settings)
+    _register_passes(registry, runtime, operator_settings)
+    _register_autoscaler(registry, runtime)
+    _register_worker_events(registry, runtime)
+    _register_finalizer(registry, runtime, operator_settings)
 
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    settings.persistence.finalizer = FINALIZER
+    # kopf keeps its progress and diffbase in annotations and our handlers return None (no
+    # results under .status): the status has one writer, Reconciler.write_status.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=API_GROUP, key="last-handled-configuration")
+    settings.posting.level = logging.WARNING  # our own Events say what happened
+    settings.watching.server_timeout = 300
+    # The worker Deployments only, filtered by the API server, not every Deployment in sight.
+    settings.watching.label_selectors["apps", "deployments"] = WORKER_SELECTOR
+    settings.networking.request_timeout = 60
+
+
+def _register_lifecycle(registry: kopf.OperatorRegistry, runtime: _Runtime, operator_settings: OperatorSettings) -> None:
     @kopf.on.startup(registry=registry)
     async def startup(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
-        settings.persistence.finalizer = FINALIZER
-        # kopf keeps its progress and diffbase in annotations and our handlers return None (no
-        # results under .status): the status has one writer, Reconciler.write_status.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix=API_GROUP, key="last-handled-configuration")
-        settings.posting.level = logging.WARNING  # our own Events say what happened
-        settings.watching.server_timeout = 300
-        # The worker Deployments only, filtered by the API server, not every Deployment in sight.
-        settings.watching.label_selectors["apps", "deployments"] = WORKER_SELECTOR
-        settings.networking.request_timeout = 60
+        configure_kopf(settings)
         runtime.reconciler = Reconciler(operator_settings, KubeApi.from_environment(), PrefectSync())
         metrics.serve(operator_settings.metrics_port)
         logger.info("eveflow operator: Prefect %s, resync %ss (+%ss jitter), namespaces %s",
@@ -105,6 +116,8 @@ def register(operator_settings: OperatorSettings, registry: kopf.OperatorRegistr
         if runtime.reconciler is not None:
             await runtime.reconciler.kube.close()
 
+
+def _register_passes(registry: kopf.OperatorRegistry, runtime: _Runtime, operator_settings: OperatorSettings) -> None:
     async def reconcile(trigger: str, body: Mapping[str, Any], retry: int, raise_errors: bool = True) -> None:
         assert runtime.reconciler is not None
         with metrics.track(trigger) as tracker:
@@ -140,6 +153,8 @@ def register(operator_settings: OperatorSettings, registry: kopf.OperatorRegistr
             return  # already told the user what to fix; a spec change brings the next pass
         await reconcile("resync", body, 0, raise_errors=False)
 
+
+def _register_autoscaler(registry: kopf.OperatorRegistry, runtime: _Runtime) -> None:
     # Queue-depth autoscaling: ticks at the smallest pollSeconds; each pipeline polls at its own.
     # Only pipelines with worker.autoscaling get this timer; an unchanged poll writes nothing.
     @kopf.timer(*RESOURCE, registry=registry, interval=AUTOSCALE_TICK_SECONDS,
@@ -158,6 +173,8 @@ def register(operator_settings: OperatorSettings, registry: kopf.OperatorRegistr
             metrics.WORKER_WAITING_RUNS.labels(meta["namespace"], meta["name"]).set(result.depth.waiting)
         _post(body, result.events)
 
+
+def _register_worker_events(registry: kopf.OperatorRegistry, runtime: _Runtime) -> None:
     # WorkerAvailable follows the worker Deployment's own changes: a pass never polls a rollout
     # (each poll was a full pass with Prefect reads, a CR write and a "failed temporarily" line).
     @kopf.on.event("apps", "v1", "deployments", labels=WORKER_LABELS, registry=registry)
@@ -172,17 +189,19 @@ def register(operator_settings: OperatorSettings, registry: kopf.OperatorRegistr
         except KubeError as exc:
             logger.warning("worker availability not written to the EvePipeline (%s); the resync will", exc)
 
+
+def _register_finalizer(registry: kopf.OperatorRegistry, runtime: _Runtime, operator_settings: OperatorSettings) -> None:
     @kopf.on.delete(*RESOURCE, registry=registry)
     async def on_delete(body: kopf.Body, retry: int, **_: Any) -> None:
         assert runtime.reconciler is not None
         with metrics.track("delete") as tracker:
-            result = await runtime.reconciler.finalize(body, retry)
+            result = await finalize_pass.finalize(runtime.reconciler, body, retry)
             _post(body, result.events)
             if result.problem is not None:
                 tracker.problem(result.problem.reason)
             if result.release:
                 metrics.forget_pipeline(body["metadata"].get("namespace", ""), body["metadata"]["name"])
-            if not result.release:
-                raise kopf.TemporaryError(
-                    f"{result.problem.reason if result.problem else 'retry'}: {result.problem.message if result.problem else ''}",
-                    delay=min(backoff(operator_settings, retry), 60.0))
+                return
+            problem = result.problem
+            raise kopf.TemporaryError(f"{problem.reason}: {problem.message}" if problem else "retry",
+                                      delay=min(backoff(operator_settings, retry), 60.0))

@@ -1,11 +1,11 @@
-"""One reconcile pass and one finalizer pass, as plain coroutines (no kopf decorators here).
+"""One reconcile pass and the worker's event path, as plain coroutines (no kopf decorators here).
 
 A pass: preflight (parse the spec into the model, the tenant boundary, Secrets, children not
 ours) -> sync Prefect (the sync library writes nothing when in sync) -> apply children (GETs
 only when in sync) -> observe the worker and write the status. The status of an EvePipeline
 has one writer, :meth:`Reconciler.write_status`, called under the pipeline's lock with a
 resourceVersion-guarded patch; ``handlers.py`` turns what a pass returns into Events, metrics
-and kopf's Permanent/Temporary errors.
+and kopf's Permanent/Temporary errors. The finalizer pass is ``finalize_pass.py``.
 """
 
 from __future__ import annotations
@@ -133,13 +133,6 @@ class PassResult:
 
 
 @dataclass
-class DeletePassResult:
-    release: bool  # False: retry later
-    events: list[EventSpec] = field(default_factory=list)
-    problem: Problem | None = None
-
-
-@dataclass
 class StatusWrite:
     before: dict[str, Any]  # the stored status the reduction started from (re-read after a conflict)
     after: dict[str, Any]  # the status now stored
@@ -200,7 +193,8 @@ def _spec_message(error: ConfigError) -> str:
     return text
 
 
-def _uid(meta: Mapping[str, Any]) -> str:
+def pipeline_uid(meta: Mapping[str, Any]) -> str:
+    """The key of a pipeline's lock and autoscaler memory."""
     return str(meta.get("uid", meta["name"]))
 
 
@@ -273,7 +267,7 @@ class Reconciler:
                 return StatusWrite(before, after, stored)
             except KubeConflict:
                 fresh = await self.kube.get(path)
-                if fresh is None or _uid(fresh["metadata"]) != _uid(meta):
+                if fresh is None or pipeline_uid(fresh["metadata"]) != pipeline_uid(meta):
                     return None
                 cr = fresh
         raise KubeConflict(409, f"the status of {path} kept changing under {STATUS_WRITE_ATTEMPTS} writes")
@@ -282,7 +276,7 @@ class Reconciler:
 
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
         """One pass over ``body`` (as kopf saw it); the status is written before it returns."""
-        uid = _uid(body["metadata"])
+        uid = pipeline_uid(body["metadata"])
         try:
             ready = await self._preflight(body)
         except PassStopped as stop:
@@ -351,7 +345,7 @@ class Reconciler:
                      events: list[EventSpec]) -> ApplyResult:
         """The children, with the autoscaler's current count; stale worker RBAC removed."""
         meta = body["metadata"]
-        namespace, uid = meta["namespace"], _uid(meta)
+        namespace, uid = meta["namespace"], pipeline_uid(meta)
         if pipeline.spec.worker.autoscaling is None:  # removed: a fixed count again, no stale memory
             self.autoscale.forget(uid)
         children = build_children(pipeline, self.settings, namespace, autoscaled=self._autoscaled(pipeline, body))
@@ -367,7 +361,7 @@ class Reconciler:
     def _autoscaled(self, pipeline: EvePipeline, body: Mapping[str, Any]) -> int | None:
         if pipeline.spec.worker.autoscaling is None:
             return None
-        return self.autoscaled(_uid(body["metadata"]), body.get("status"))
+        return self.autoscaled(pipeline_uid(body["metadata"]), body.get("status"))
 
     async def _observe(self, body: Mapping[str, Any], pipeline: EvePipeline, synced: SyncResult,
                        applied: ApplyResult, events: list[EventSpec]) -> PassResult:
@@ -436,7 +430,7 @@ class Reconciler:
         uid = owner["uid"]
         async with self.lock(uid):
             cr = await self.kube.get(pipeline_path(deployment["metadata"]["namespace"], owner["name"]))
-            if cr is None or _uid(cr["metadata"]) != uid:
+            if cr is None or pipeline_uid(cr["metadata"]) != uid:
                 self._locks.pop(uid, None)  # a late event of a deleted pipeline
                 return None, []
             try:
@@ -458,66 +452,6 @@ class Reconciler:
                 return None, []
             message = ready_message(write.before, write.after)
             return write.stored, [EventSpec("Normal", "Ready", message)] if message is not None else []
-
-    # --- the finalizer pass --------------------------------------------------------------------
-
-    async def finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
-        """Delete (or orphan) the Prefect objects; after the retry bound, give up and release."""
-        result = await self._delete_foreign_rbac(body, retry)
-        if result is None:
-            result = await self._delete_in_prefect(body, retry)
-        if result.release:
-            # Every way out (Orphan, an invalid spec, given up): the pipeline is gone, and so
-            # must be its lock and autoscaler memory (the GC's DELETED event of the worker does not).
-            self.forget(_uid(body["metadata"]))
-        return result
-
-    def _given_up(self, retry: int, problem: Problem, what: str, why: str, left: str) -> DeletePassResult:
-        """Retry later, or (past the retry bound) release with a Warning saying what is left."""
-        if retry < self.settings.finalizer_max_retries:
-            return DeletePassResult(False, [], problem)
-        message = f"gave up {what} after {retry + 1} attempts ({why}); {left}"
-        return DeletePassResult(True, [EventSpec("Warning", "DeleteAbandoned", message)], problem)
-
-    async def _delete_foreign_rbac(self, body: Mapping[str, Any], retry: int) -> DeletePassResult | None:
-        """The worker's RBAC in other namespaces (owner references cannot cross namespaces: no
-        garbage collector removes these). Found by label, not from the spec, so an invalid spec
-        or an old jobs namespace leaks none. None: done, go on."""
-        meta = body["metadata"]
-        namespace = meta["namespace"]
-        try:
-            found = await self.find_rbac(meta["name"], namespace)
-            await delete_stale(self.kube, [s for s in stale_rbac(found, None) if s[2] != namespace])
-        except KubeError as exc:
-            return self._given_up(retry, problem_of(exc), "removing the worker Roles/RoleBindings in other namespaces",
-                                  str(exc), f"find them with -l {owner_selector(meta['name'], namespace)} "
-                                  "and remove them by hand")
-        return None
-
-    async def _delete_in_prefect(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
-        meta = body["metadata"]
-        namespace = meta["namespace"]
-        try:
-            pipeline = pipeline_from_body(body)
-        except ConfigError:
-            return DeletePassResult(True, [EventSpec("Normal", "Deleted", "spec was invalid: nothing to remove in Prefect")])
-        if pipeline.spec.deletion_policy == "Orphan":
-            return DeletePassResult(True, [EventSpec("Normal", "Orphaned",
-                                                     "deletionPolicy: Orphan -- Prefect pool and deployments kept")])
-        conn = None
-        try:
-            async with self.lock(_uid(meta)):
-                conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
-                result = await self.prefect.delete(pipeline, conn, namespace=namespace)
-        # A KubeError reading the Secret counts toward the bound, too: kopf would retry it forever.
-        except (*PASS_STOPS, KubeError) as exc:
-            problem = problem_of(exc, conn)
-            return self._given_up(retry, problem, "removing the Prefect deployments", f"{problem.reason}: {exc}",
-                                  "they may remain in Prefect -- remove them by hand")
-        message = "; ".join(result.actions) or "nothing to remove in Prefect"
-        if result.kept_work_pool_reason:
-            message += f"; kept work pool: {result.kept_work_pool_reason}"
-        return DeletePassResult(True, [EventSpec("Normal", "Deleted", message[:1000])])
 
 
 def _worker_owner(deployment: Mapping[str, Any]) -> Mapping[str, Any] | None:

@@ -12,6 +12,7 @@ import pytest
 from eveflow_etl.orchestration.types import PrefectAuthError, PrefectConflict, PrefectRejected, PrefectUnavailable
 from eveflow_operator.kube import object_path
 from eveflow_operator.prefect_conn import PREFECT_CREDENTIALS_OPT_IN
+from eveflow_operator.finalize_pass import finalize
 from eveflow_operator.reconcile import PassResult, Reconciler, pipeline_path
 from eveflow_operator.settings import OperatorSettings
 from eveflow_operator.status import (
@@ -293,7 +294,7 @@ def test_delete_removes_the_prefect_side_and_forgets_the_pipeline() -> None:
 
     async def delete(rec: Reconciler) -> tuple[Any, bool]:
         rec.lock(body["metadata"]["uid"])
-        result = await rec.finalize(body, 0)
+        result = await finalize(rec, body, 0)
         return result, body["metadata"]["uid"] in rec._locks
 
     result, locked = _run(kube, prefect, delete)
@@ -309,9 +310,9 @@ def test_delete_errors_have_the_passes_reasons_and_retry_up_to_the_bound(error: 
     kube, prefect = FakeKube(), FakePrefect(fail=error)
     body = _stored(kube)
     settings = OperatorSettings(finalizer_max_retries=1)
-    first = _run(kube, prefect, lambda r: r.finalize(body, 0), settings)
+    first = _run(kube, prefect, lambda r: finalize(r, body, 0), settings)
     assert not first.release and first.problem is not None and first.problem.reason == reason
-    last = _run(kube, prefect, lambda r: r.finalize(body, 1), settings)
+    last = _run(kube, prefect, lambda r: finalize(r, body, 1), settings)
     assert last.release and [e.reason for e in last.events] == ["DeleteAbandoned"]
     assert reason in last.events[0].message and "remove them by hand" in last.events[0].message
 
@@ -320,6 +321,6 @@ def test_delete_with_prefect_credentials_not_opted_in_says_so() -> None:
     kube, prefect = FakeKube(), FakePrefect()
     _with_auth_secret(kube, {})
     body = asyncio.run(kube.get(CR))
-    result = _run(kube, prefect, lambda r: r.finalize(body, 0))
+    result = _run(kube, prefect, lambda r: finalize(r, body, 0))
     assert not result.release and result.problem is not None and result.problem.reason == SECRET_NOT_OPTED_IN
     assert prefect.deleted == []

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from eveflow_operator.kube import KubeApi
 from eveflow_operator.rbac import rbac_name
+from eveflow_operator.finalize_pass import finalize
 from eveflow_operator.reconcile import Reconciler, pipeline_from_body
 from eveflow_operator.settings import OperatorSettings
 
@@ -116,7 +117,7 @@ def test_namesakes_sharing_a_jobs_namespace_get_a_binding_each(kube) -> None:
     check()
 
     # Deleting ns1's pipeline leaves ns2's pair, still bound to ns2's worker.
-    assert _drive(kube, lambda r: r.finalize(bodies[ns1], 0), allowed).release
+    assert _drive(kube, lambda r: finalize(r, bodies[ns1], 0), allowed).release
     assert set(_pairs(kube, jobs)) == {f"RoleBinding/{names[ns2]}", f"Role/{NAME}-worker"}
     binding = _pairs(kube, jobs)[f"RoleBinding/{names[ns2]}"]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": f"{NAME}-worker", "namespace": ns2}]

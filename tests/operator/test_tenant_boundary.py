@@ -81,6 +81,9 @@ def _drive(as_operator, request):
     prefect = request.getfixturevalue("prefect_side") if "prefect_calls" in request.fixturenames else PrefectSync()
 
     def drive(kube, body: dict, settings: OperatorSettings | None = None, step: str = "reconcile") -> Any:
+        if step == "reconcile":
+            body = _as_stored(kube, body)  # a pass writes its status to the EvePipeline
+
         async def run():
             api = make_api()
             try:
@@ -90,6 +93,22 @@ def _drive(as_operator, request):
                 await api.close()
         return asyncio.run(run())
     return drive
+
+
+def _as_stored(kube, body: dict) -> dict:
+    """``body`` as the API server stores it (created, or its spec replaced), as kopf hands it over."""
+    kube.kubectl("apply", "-f", str(CRD))
+    kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", check=False).returncode == 0, what="CRD served")
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    path = f"/apis/eveflow.dev/v1alpha1/namespaces/{ns}/evepipelines"
+    status, cr = kube.api("POST", path, {**body, "metadata": {"name": name}})
+    if status == 409:
+        status, cr = kube.api("GET", f"{path}/{name}")
+        status, cr = kube.api("PUT", f"{path}/{name}", {**cr, "spec": body["spec"]})
+        assert status == 200, cr
+    else:
+        assert status == 201, cr
+    return cr
 
 
 def _namespace(kube, suffix: str, labels: dict[str, str] | None = None) -> str:
