@@ -153,11 +153,10 @@ class PassStopped(Exception):
 
 @dataclass
 class Preflight:
-    """What a pass established before Prefect: the spec, the connection, the live children."""
+    """What a pass established before it waits for a sync slot: the spec and the connection."""
 
     pipeline: EvePipeline
     conn: PrefectConnection
-    live: list[dict[str, Any] | None]
 
 
 def pipeline_from_body(body: Mapping[str, Any]) -> EvePipeline:
@@ -283,12 +282,16 @@ class Reconciler:
             async with self.lock(uid):
                 return await self._stopped(body, stop.problem)
         async with self._sync_slot_then_lock(uid) as sync_done:
-            synced = await self._sync(body, ready)
+            # The children as they are now, under the lock (a pass that waited for its slot
+            # behind another pass of the same pipeline sees what that one applied).
+            live = await self._owned_children(body, ready.pipeline)
+            synced = await self._sync(body, ready) if not isinstance(live, Problem) else live
             sync_done()
             if isinstance(synced, Problem):
                 return await self._stopped(body, synced)
+            assert not isinstance(live, Problem)
             events = [EventSpec("Normal", "PrefectSynced", "; ".join(synced.actions)[:1000])] if synced.actions else []
-            applied = await self._apply(body, ready.pipeline, ready.live, events)
+            applied = await self._apply(body, ready.pipeline, live, events)
             return await self._observe(body, ready.pipeline, synced, applied, events)
 
     @asynccontextmanager
@@ -325,13 +328,16 @@ class Reconciler:
             await check_destination_secret(pipeline, namespace, self.read_secret_metadata)
         except SecretNotFound as exc:
             raise PassStopped(problem_of(exc)) from None
-        # Names only (the autoscaled count is read under the lock, when applying).
-        children = build_children(pipeline, self.settings, namespace)
+        return Preflight(pipeline, conn)
+
+    async def _owned_children(self, body: Mapping[str, Any], pipeline: EvePipeline) -> list[dict[str, Any] | None] | Problem:
+        """The live object under each child's name, or NotOwned when one is not ours (checked
+        before Prefect: a pipeline that cannot have its worker writes nothing there)."""
+        # Names only (the autoscaled count is read when applying).
+        children = build_children(pipeline, self.settings, body["metadata"]["namespace"])
         live = await read_children(self.kube, children)
         refused = takeover_problem(children, live)
-        if refused is not None:  # a pipeline that cannot have its worker writes nothing to Prefect
-            raise PassStopped(Problem(NOT_OWNED, refused))
-        return Preflight(pipeline, conn, live)
+        return Problem(NOT_OWNED, refused) if refused is not None else live
 
     async def _sync(self, body: Mapping[str, Any], ready: Preflight) -> SyncResult | Problem:
         """Prefect brought in line with the spec, or why not."""

@@ -324,3 +324,27 @@ def test_delete_with_prefect_credentials_not_opted_in_says_so() -> None:
     result = _run(kube, prefect, lambda r: finalize(r, body, 0))
     assert not result.release and result.problem is not None and result.problem.reason == SECRET_NOT_OPTED_IN
     assert prefect.deleted == []
+
+
+def test_two_passes_queued_for_a_sync_slot_apply_the_children_once() -> None:
+    # The create pass and an early resync of a new pipeline both wait behind another pipeline's
+    # sync: the second sees what the first applied (children read under the lock), writes nothing.
+    kube, prefect = FakeKube(), FakePrefect()
+    body = _stored(kube)
+    other = kube.put(example("other", NS))
+
+    async def scenario(rec: Reconciler) -> list[PassResult]:
+        prefect.gate = asyncio.Event()
+        slow = asyncio.create_task(rec.reconcile(other))
+        queued = [asyncio.create_task(rec.reconcile(body)) for _ in range(2)]
+        while prefect.entered < 1:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
+        prefect.gate.set()
+        await slow
+        return [await task for task in queued]
+
+    results = _run(kube, prefect, scenario, OperatorSettings(max_concurrent_syncs=1))
+    assert all(r.problem is None for r in results)
+    assert kube.writes.count(f"apply Deployment/{NAME}-worker") == 1
+    assert [e.reason for e in results[1].events] == []
