@@ -11,6 +11,7 @@ and kopf's Permanent/Temporary errors. The finalizer pass is ``finalize_pass.py`
 from __future__ import annotations
 
 import asyncio
+import copy
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable, Mapping
@@ -275,6 +276,9 @@ class Reconciler:
 
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
         """One pass over ``body`` (as kopf saw it); the status is written before it returns."""
+        # A copy: kopf hands timers a live view that follows later events, and every step of a
+        # pass must see one generation (its spec, its generation, its status and resourceVersion).
+        body = copy.deepcopy(dict(body))
         uid = pipeline_uid(body["metadata"])
         try:
             ready = await self._preflight(body)
