@@ -11,23 +11,19 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.queue_depth import QueueDepth
 from eveflow_etl.orchestration.types import PrefectAuthError, PrefectRejected, PrefectUnavailable
 from eveflow_etl.plan import pipeline_plan
-from eveflow_etl.spec import API_GROUP, API_VERSION, KIND
 
 from eveflow_operator import autoscale as asc
-from eveflow_operator import status as st
 from eveflow_operator.apply import owned
-from eveflow_operator.kube import KubeConflict, object_path
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection
+from eveflow_operator.reconcile import EventSpec, Reconciler, pipeline_from_body
+from eveflow_operator.status import PREFECT_SYNCED, get_condition
 from eveflow_operator.worker import build_worker_deployment, worker_replicas
-
-if TYPE_CHECKING:
-    from eveflow_operator.reconcile import EventSpec, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +45,6 @@ def lead_seconds(poll_seconds: int) -> float:
 
 
 async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = None) -> PollResult:
-    from eveflow_operator.reconcile import EventSpec, pipeline_from_body
-
     meta = body["metadata"]
     uid, namespace = meta["uid"], meta["namespace"]
     memory = rec.autoscale
@@ -65,7 +59,7 @@ async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = Non
         return PollResult(skipped="no autoscaling")
     if status.get("observedGeneration") != meta.get("generation"):
         return PollResult(skipped="a reconcile pass is due")  # it applies the new spec first
-    if (st.get_condition(status, st.PREFECT_SYNCED) or {}).get("status") != "True":
+    if (get_condition(status, PREFECT_SYNCED) or {}).get("status") != "True":
         # The last pass stopped (a spec the boundary checks refused, a worker Deployment not
         # ours, Prefect down): the autoscaler must not apply what that pass would not.
         return PollResult(skipped="the last reconcile pass stopped")
@@ -107,20 +101,6 @@ async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = Non
             events.append(EventSpec("Normal", decision.reason, decision.message))
         else:
             memory.desired.setdefault(uid, current)
-        await _write_worker_status(rec, body, asc.worker_status(decision, depth))
+        worker = asc.worker_status(decision, depth)
+        await rec.write_status(body, lambda cr: {**(cr.get("status") or {}), "worker": worker})
         return PollResult(decision=decision, events=events, depth=depth)
-
-
-async def _write_worker_status(rec: Reconciler, body: Mapping[str, Any], worker: dict[str, Any]) -> None:
-    """``status.worker`` when it changed (one merge patch; a conflict re-reads once)."""
-    meta = body["metadata"]
-    path = object_path(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], meta["name"])
-    cr: Mapping[str, Any] | None = body
-    for _ in range(2):
-        if cr is None or (cr.get("status") or {}).get("worker") == worker:
-            return
-        try:
-            await rec.kube.patch_status(path, {"worker": worker}, cr["metadata"]["resourceVersion"])
-            return
-        except KubeConflict:
-            cr = await rec.kube.get(path)

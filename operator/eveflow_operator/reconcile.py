@@ -1,35 +1,51 @@
-"""One reconcile pass and one finalizer pass, as plain coroutines (no kopf decorators here).
+"""One reconcile pass and the worker's event path, as plain coroutines (no kopf decorators here).
 
-A pass: parse the spec into the model -> read Secrets -> sync Prefect (the sync library writes
-nothing when in sync) -> apply children (GETs only when in sync) -> reduce the status. It
-returns what happened; ``handlers.py`` turns that into a status patch, Events, and kopf's
-Permanent/Temporary errors.
+A pass: preflight (parse the spec into the model, the tenant boundary, Secrets, children not
+ours) -> sync Prefect (the sync library writes nothing when in sync) -> apply children (GETs
+only when in sync) -> observe the worker and write the status. The status of an EvePipeline
+has one writer, :meth:`Reconciler.write_status`, called under the pipeline's lock with a
+resourceVersion-guarded patch; ``handlers.py`` turns what a pass returns into Events, metrics
+and kopf's Permanent/Temporary errors. The finalizer pass is ``finalize_pass.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
+import copy
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping
 
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.queue_depth import SharedPoolReader
 from eveflow_etl.orchestration.types import (
     PrefectAuthError,
     PrefectConflict,
+    PrefectConnection,
     PrefectRejected,
     PrefectUnavailable,
     SyncResult,
 )
 from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, EvePipeline, parse_pipeline
 
-from eveflow_operator import status as st
-from eveflow_operator.apply import apply_children, delete_stale, find_labelled, read_children, takeover_problem
+from eveflow_operator.apply import (
+    ApplyResult,
+    apply_children,
+    delete_stale,
+    find_labelled,
+    read_children,
+    takeover_problem,
+)
 from eveflow_operator.autoscale import AutoscaleMemory, status_desired
 from eveflow_operator.boundary import image_problem, plain_http_problem
 from eveflow_operator.children import build_children
-from eveflow_operator.kube import KubeApi, KubeConflict, KubeError, namespace_path, object_path
+from eveflow_operator.kube import (
+    KubeApi,
+    KubeConflict,
+    KubeError,
+    namespace_path,
+    object_path,
+)
 from eveflow_operator.labels import child_labels, owner_selector
 from eveflow_operator.prefect_conn import (
     SecretNotFound,
@@ -37,6 +53,7 @@ from eveflow_operator.prefect_conn import (
     build_connection,
     check_destination_secret,
 )
+from eveflow_operator.prefect_side import PipelineSync
 from eveflow_operator.rbac import (
     RBAC_API_VERSION,
     RBAC_KINDS,
@@ -47,10 +64,54 @@ from eveflow_operator.rbac import (
     wanted_rbac,
 )
 from eveflow_operator.settings import OperatorSettings
+from eveflow_operator.status import (
+    INVALID_SPEC,
+    KUBERNETES_ERROR,
+    NOT_OWNED,
+    PREFECT_AUTH_FAILED,
+    PREFECT_CONFLICT,
+    PREFECT_REJECTED,
+    PREFECT_UNAVAILABLE,
+    SECRET_NOT_FOUND,
+    SECRET_NOT_OPTED_IN,
+    Observation,
+    Problem,
+    WorkerState,
+    is_new_problem,
+    now_rfc3339,
+    ready_message,
+    reduce_status,
+    reduce_worker,
+    status_patch,
+)
 from eveflow_operator.worker import worker_name, worker_replicas
 
 # Problems the user must fix in the spec: no retries (PermanentError); a new generation retries.
-PERMANENT = {st.INVALID_SPEC, st.PREFECT_REJECTED}
+PERMANENT = {INVALID_SPEC, PREFECT_REJECTED}
+
+# The one table from an error a pass (or a delete) stops at to its condition reason and message.
+# Looked up along the error's class hierarchy: a subclass listed first (SecretNotOptedIn,
+# PrefectConflict) keeps its own reason. {url} and {credentials} describe the Prefect connection.
+PROBLEMS: dict[type[Exception], tuple[str, str]] = {
+    SecretNotOptedIn: (SECRET_NOT_OPTED_IN, "{exc}"),
+    SecretNotFound: (SECRET_NOT_FOUND, "{exc}"),
+    PrefectUnavailable: (PREFECT_UNAVAILABLE, "Prefect API at {url} unreachable: {exc}; retrying"),
+    PrefectAuthError: (PREFECT_AUTH_FAILED, "Prefect refused the credentials ({credentials}): {exc}"),
+    # A concurrent change the sync library could not adopt by itself: not the spec.
+    PrefectConflict: (PREFECT_CONFLICT, "concurrent change in Prefect, retrying: {exc}"),
+    PrefectRejected: (PREFECT_REJECTED, "Prefect rejected the pipeline: {exc}"),
+    KubeError: (KUBERNETES_ERROR, "{exc}"),
+}
+# What a reconcile pass reports in the status; a KubeError there goes to kopf as a TemporaryError.
+PASS_STOPS = (SecretNotFound, PrefectUnavailable, PrefectAuthError, PrefectRejected)
+STATUS_WRITE_ATTEMPTS = 5
+
+
+def problem_of(exc: Exception, conn: PrefectConnection | None = None) -> Problem:
+    """The condition reason and message for ``exc`` (one of :data:`PROBLEMS`' error types)."""
+    reason, template = next(PROBLEMS[cls] for cls in type(exc).__mro__ if cls in PROBLEMS)
+    return Problem(reason, template.format(exc=exc, url=conn.safe_url if conn else "(not read)",
+                                           credentials=conn.describe() if conn else "not read"))
 
 
 @dataclass
@@ -62,8 +123,8 @@ class EventSpec:
 
 @dataclass
 class PassResult:
-    status: dict[str, Any]
-    problem: st.Problem | None = None
+    status: dict[str, Any]  # as the pass left it (written, or already so)
+    problem: Problem | None = None
     events: list[EventSpec] = field(default_factory=list)
     prefect_writes: int = 0
 
@@ -73,10 +134,30 @@ class PassResult:
 
 
 @dataclass
-class DeletePassResult:
-    release: bool  # False: retry later
-    events: list[EventSpec] = field(default_factory=list)
-    problem: st.Problem | None = None
+class StatusWrite:
+    before: dict[str, Any]  # the stored status the reduction started from (re-read after a conflict)
+    after: dict[str, Any]  # the status now stored
+    stored: dict[str, Any] | None  # the EvePipeline the patch returned; None: nothing was sent
+
+
+# The EvePipeline as stored -> its new .status (recomputed from the fresh object after a conflict).
+Reduce = Callable[[Mapping[str, Any]], dict[str, Any]]
+
+
+class PassStopped(Exception):
+    """A pass stops at a problem: the status says it, no further step runs."""
+
+    def __init__(self, problem: Problem) -> None:
+        super().__init__(f"{problem.reason}: {problem.message}")
+        self.problem = problem
+
+
+@dataclass
+class Preflight:
+    """What a pass established before it waits for a sync slot: the spec and the connection."""
+
+    pipeline: EvePipeline
+    conn: PrefectConnection
 
 
 def pipeline_from_body(body: Mapping[str, Any]) -> EvePipeline:
@@ -90,6 +171,10 @@ def pipeline_from_body(body: Mapping[str, Any]) -> EvePipeline:
     return parse_pipeline(document, origin=f"{KIND} {meta.get('namespace')}/{meta.get('name')}")
 
 
+def pipeline_path(namespace: str, name: str) -> str:
+    return object_path(f"{API_GROUP}/{API_VERSION}", KIND, namespace, name)
+
+
 def with_worker_image(pipeline: EvePipeline, settings: OperatorSettings) -> EvePipeline:
     """The pipeline as synced to Prefect: flow-run Jobs of a kubernetes pool use the same image
     as the worker, which is the operator's default when the spec names none."""
@@ -99,7 +184,7 @@ def with_worker_image(pipeline: EvePipeline, settings: OperatorSettings) -> EveP
     return pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"worker": worker})})
 
 
-def _spec_message(error: ConfigError, name: str) -> str:
+def _spec_message(error: ConfigError) -> str:
     # parse_pipeline prefixes "<origin>: "; the condition is already on the object, keep the rest.
     text = str(error)
     prefix = f"{KIND} "
@@ -108,15 +193,19 @@ def _spec_message(error: ConfigError, name: str) -> str:
     return text
 
 
+def pipeline_uid(meta: Mapping[str, Any]) -> str:
+    """The key of a pipeline's lock and autoscaler memory."""
+    return str(meta.get("uid", meta["name"]))
+
+
 class Reconciler:
     """Holds the shared clients; one instance per operator process."""
 
-    def __init__(self, settings: OperatorSettings, kube: KubeApi) -> None:
+    def __init__(self, settings: OperatorSettings, kube: KubeApi, prefect: PipelineSync) -> None:
         self.settings = settings
         self.kube = kube
+        self.prefect = prefect
         self._locks: dict[str, asyncio.Lock] = {}
-        # uid -> the status changes of the last pass, which kopf writes after the pass returns.
-        self._unwritten: dict[str, dict[str, Any]] = {}
         self._syncs = asyncio.Semaphore(settings.max_concurrent_syncs)
         self.autoscale = AutoscaleMemory()  # autoscale_pass.poll's memory between polls
         self.pool_reader = SharedPoolReader()  # one queue-depth read per pool per poll
@@ -126,7 +215,6 @@ class Reconciler:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
-        self._unwritten.pop(uid, None)
         self.autoscale.forget(uid)
 
     def autoscaled(self, uid: str, status: Mapping[str, Any] | None) -> int | None:
@@ -157,106 +245,186 @@ class Reconciler:
         return await find_labelled(self.kube, RBAC_API_VERSION, RBAC_KINDS, owner_selector(pipeline, namespace),
                                    self.settings.namespaces)
 
+    # --- the status: one writer ---------------------------------------------------------------
+
+    async def write_status(self, cr: Mapping[str, Any], reduce: Reduce) -> StatusWrite | None:
+        """Write ``reduce(cr)`` as the EvePipeline's ``.status``, only what changed, guarded by the
+        resourceVersion it was computed from. A conflict re-reads the object and reduces again
+        (nothing else is redone). None: the EvePipeline is gone. The caller holds its lock.
+
+        The only writer of an EvePipeline's status: reconcile passes, the worker's events and
+        the autoscaler all come here (kopf persists only its annotations)."""
+        meta = cr["metadata"]
+        path = pipeline_path(meta["namespace"], meta["name"])
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            before = dict(cr.get("status") or {})
+            after = reduce(cr)
+            changes = status_patch(before, after)
+            if not changes:
+                return StatusWrite(before, after, None)
+            try:
+                stored = await self.kube.patch_status(path, changes, cr["metadata"]["resourceVersion"])
+                return StatusWrite(before, after, stored)
+            except KubeConflict:
+                fresh = await self.kube.get(path)
+                if fresh is None or pipeline_uid(fresh["metadata"]) != pipeline_uid(meta):
+                    return None
+                cr = fresh
+        raise KubeConflict(409, f"the status of {path} kept changing under {STATUS_WRITE_ATTEMPTS} writes")
+
+    # --- a reconcile pass --------------------------------------------------------------------
+
     async def reconcile(self, body: Mapping[str, Any]) -> PassResult:
-        meta = body["metadata"]
-        uid = meta.get("uid", meta["name"])
-        async with self.lock(uid):
-            result = await self._reconcile(body)
-            changes = st.status_patch(body.get("status"), result.status)
-            if changes:
-                # The values kopf's write leaves, not the patch (a nested removal is a None in it).
-                self._unwritten[uid] = {k: result.status.get(k) for k in changes}
-            return result
+        """One pass over ``body`` (as kopf saw it); the status is written before it returns."""
+        # A copy: kopf hands timers a live view that follows later events, and every step of a
+        # pass must see one generation (its spec, its generation, its status and resourceVersion).
+        body = copy.deepcopy(dict(body))
+        uid = pipeline_uid(body["metadata"])
+        try:
+            ready = await self._preflight(body)
+        except PassStopped as stop:
+            async with self.lock(uid):
+                return await self._stopped(body, stop.problem)
+        async with self._sync_slot_then_lock(uid) as sync_done:
+            # The children as they are now, under the lock (a pass that waited for its slot
+            # behind another pass of the same pipeline sees what that one applied).
+            live = await self._owned_children(body, ready.pipeline)
+            synced = await self._sync(body, ready) if not isinstance(live, Problem) else live
+            sync_done()
+            if isinstance(synced, Problem):
+                return await self._stopped(body, synced)
+            assert not isinstance(live, Problem)
+            events = [EventSpec("Normal", "PrefectSynced", "; ".join(synced.actions)[:1000])] if synced.actions else []
+            applied = await self._apply(body, ready.pipeline, live, events)
+            return await self._observe(body, ready.pipeline, synced, applied, events)
 
-    async def _reconcile(self, body: Mapping[str, Any]) -> PassResult:
-        from eveflow_etl.orchestration import sync
+    @asynccontextmanager
+    async def _sync_slot_then_lock(self, uid: str) -> AsyncIterator[Callable[[], None]]:
+        """One of the ``max_concurrent_syncs`` Prefect slots, then the pipeline's lock; yields a
+        call that gives the slot back once the sync is done (the pass keeps the lock). Waiting
+        for a slot holds no lock: the worker's events and the autoscaler go on meanwhile."""
+        await self._syncs.acquire()
+        held = True
 
-        meta = body["metadata"]
-        namespace, generation = meta["namespace"], meta.get("generation")
-        previous = dict(body.get("status") or {})
-        now = st.now_rfc3339()
-        events: list[EventSpec] = []
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self._syncs.release()
+        try:
+            async with self.lock(uid):
+                yield release
+        finally:
+            release()
 
-        def stop(reason: str, message: str) -> PassResult:
-            problem = st.Problem(reason, message)
-            obs = st.Observation(generation=generation, problem=problem)
-            new = st.reduce_status(previous, obs, now)
-            old_ready = st.get_condition(previous, st.READY) or {}
-            # One Warning per distinct problem, not one per retry.
-            if (old_ready.get("reason"), old_ready.get("message"), old_ready.get("observedGeneration")) != (
-                    reason, message, generation):
-                events.append(EventSpec("Warning", reason, message))
-            return PassResult(status=new, problem=problem, events=events)
-
+    async def _preflight(self, body: Mapping[str, Any]) -> Preflight:
+        """Everything checked before Prefect: nothing is written for a pipeline that cannot run."""
+        namespace = body["metadata"]["namespace"]
         try:
             pipeline = pipeline_from_body(body)
         except ConfigError as exc:
-            return stop(st.INVALID_SPEC, _spec_message(exc, meta["name"]))
+            raise PassStopped(Problem(INVALID_SPEC, _spec_message(exc))) from None
         problem = await self.boundary_problem(pipeline, namespace)
-        if problem is not None:  # before Prefect: nothing is written for a pipeline that cannot run
-            return stop(st.INVALID_SPEC, problem)
+        if problem is not None:
+            raise PassStopped(Problem(INVALID_SPEC, problem))
         try:
             conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
             await check_destination_secret(pipeline, namespace, self.read_secret_metadata)
-        except SecretNotOptedIn as exc:
-            return stop(st.SECRET_NOT_OPTED_IN, str(exc))
         except SecretNotFound as exc:
-            return stop(st.SECRET_NOT_FOUND, str(exc))
-        autoscaled = self.autoscaled(meta.get("uid", meta["name"]), previous)
-        if pipeline.spec.worker.autoscaling is None:  # removed: a fixed count again, no stale memory
-            self.autoscale.forget(meta.get("uid", meta["name"]))
-            autoscaled = None
-        children = build_children(pipeline, self.settings, namespace, autoscaled=autoscaled)
+            raise PassStopped(problem_of(exc)) from None
+        return Preflight(pipeline, conn)
+
+    async def _owned_children(self, body: Mapping[str, Any], pipeline: EvePipeline) -> list[dict[str, Any] | None] | Problem:
+        """The live object under each child's name, or NotOwned when one is not ours (checked
+        before Prefect: a pipeline that cannot have its worker writes nothing there)."""
+        # Names only (the autoscaled count is read when applying).
+        children = build_children(pipeline, self.settings, body["metadata"]["namespace"])
         live = await read_children(self.kube, children)
         refused = takeover_problem(children, live)
-        if refused is not None:  # before Prefect, too: a pipeline that cannot have its worker writes nothing
-            return stop(st.NOT_OWNED, refused)
+        return Problem(NOT_OWNED, refused) if refused is not None else live
 
+    async def _sync(self, body: Mapping[str, Any], ready: Preflight) -> SyncResult | Problem:
+        """Prefect brought in line with the spec, or why not."""
         try:
-            async with self._syncs:
-                result: SyncResult = await sync.sync_pipeline(
-                    with_worker_image(pipeline, self.settings), conn, namespace=namespace)
-        except PrefectUnavailable as exc:
-            return stop(st.PREFECT_UNAVAILABLE, f"Prefect API at {conn.safe_url} unreachable: {exc}; retrying")
-        except PrefectAuthError as exc:
-            return stop(st.PREFECT_AUTH_FAILED, f"Prefect refused the credentials ({conn.describe()}): {exc}")
-        except PrefectConflict as exc:
-            # A concurrent change the sync library could not adopt by itself: not the spec.
-            return stop(st.PREFECT_CONFLICT, f"concurrent change in Prefect, retrying: {exc}")
-        except PrefectRejected as exc:
-            return stop(st.PREFECT_REJECTED, f"Prefect rejected the pipeline: {exc}")
-        if result.actions:
-            events.append(EventSpec("Normal", "PrefectSynced", "; ".join(result.actions)[:1000]))
+            return await self.prefect.sync(with_worker_image(ready.pipeline, self.settings), ready.conn,
+                                           namespace=body["metadata"]["namespace"])
+        except PASS_STOPS as exc:
+            return problem_of(exc, ready.conn)
 
+    async def _apply(self, body: Mapping[str, Any], pipeline: EvePipeline, live: list[dict[str, Any] | None],
+                     events: list[EventSpec]) -> ApplyResult:
+        """The children, with the autoscaler's current count; stale worker RBAC removed."""
+        meta = body["metadata"]
+        namespace, uid = meta["namespace"], pipeline_uid(meta)
+        if pipeline.spec.worker.autoscaling is None:  # removed: a fixed count again, no stale memory
+            self.autoscale.forget(uid)
+        children = build_children(pipeline, self.settings, namespace, autoscaled=self._autoscaled(pipeline, body))
         applied = await apply_children(self.kube, children, body, self.settings.field_manager, live)
         found = await self.find_rbac(meta["name"], namespace)
-        deleted = await delete_stale(self.kube, stale_rbac(found, wanted_rbac(pipeline, namespace)))
-        if applied.applied or deleted:
+        applied.deleted = await delete_stale(self.kube, stale_rbac(found, wanted_rbac(pipeline, namespace)))
+        if applied.applied or applied.deleted:
             parts = [f"applied {', '.join(applied.applied)}"] if applied.applied else []
-            parts += [f"deleted {', '.join(deleted)}"] if deleted else []
+            parts += [f"deleted {', '.join(applied.deleted)}"] if applied.deleted else []
             events.append(EventSpec("Normal", "Applied", "; ".join(parts)))
+        return applied
 
-        # A fresh rollout is often available within moments: a short look here saves a second
-        # status write; a slower one is left to the Deployment's own events (observe_worker).
-        deployment = applied.objects.get("Deployment") or {}
-        desired = worker_replicas(pipeline, autoscaled)
-        name = worker_name(pipeline)
-        if f"Deployment/{name}" in applied.applied:
-            for _ in range(3):
-                if _available(deployment) >= desired:
-                    break
-                await asyncio.sleep(0.1)
-                deployment = await self.kube.get(object_path("apps/v1", "Deployment", namespace, name)) or deployment
-        available = _available(deployment)
-        worker = st.WorkerState(desired=desired, available=available)
-        obs = st.Observation(generation=generation, sync=result, worker=worker, suspended=pipeline.spec.suspend)
-        new = st.reduce_status(previous, obs, now)
+    def _autoscaled(self, pipeline: EvePipeline, body: Mapping[str, Any]) -> int | None:
         if pipeline.spec.worker.autoscaling is None:
-            new.pop("worker", None)  # the autoscaler's status.worker, left from when it was on
-        if (st.get_condition(previous, st.READY) or {}).get("status") != "True" and \
-                (st.get_condition(new, st.READY) or {}).get("status") == "True":
-            events.append(EventSpec("Normal", "Ready", st.get_condition(new, st.READY)["message"]))
-        return PassResult(status=new, events=events, prefect_writes=result.writes)
+            return None
+        return self.autoscaled(pipeline_uid(body["metadata"]), body.get("status"))
+
+    async def _observe(self, body: Mapping[str, Any], pipeline: EvePipeline, synced: SyncResult,
+                       applied: ApplyResult, events: list[EventSpec]) -> PassResult:
+        """The worker as applied, reduced with the sync into the status, written."""
+        desired = worker_replicas(pipeline, self._autoscaled(pipeline, body))
+        deployment = await self._rollout_glance(body, pipeline, applied, desired)
+        worker = WorkerState(desired=desired, available=_available(deployment))
+        obs = Observation(generation=body["metadata"].get("generation"), sync=synced, worker=worker,
+                          suspended=pipeline.spec.suspend)
+        now = now_rfc3339()
+
+        def reduce(cr: Mapping[str, Any]) -> dict[str, Any]:
+            new = reduce_status(cr.get("status"), obs, now)
+            if pipeline.spec.worker.autoscaling is None:
+                new.pop("worker", None)  # the autoscaler's status.worker, left from when it was on
+            return new
+
+        write = await self.write_status(body, reduce)
+        if write is None:
+            return PassResult(status=reduce(body), events=events, prefect_writes=synced.writes)
+        message = ready_message(write.before, write.after)
+        if message is not None:
+            events.append(EventSpec("Normal", "Ready", message))
+        return PassResult(status=write.after, events=events, prefect_writes=synced.writes)
+
+    async def _rollout_glance(self, body: Mapping[str, Any], pipeline: EvePipeline, applied: ApplyResult,
+                              desired: int) -> Mapping[str, Any]:
+        """The worker Deployment; a fresh rollout is often available within moments, so a short
+        look here saves a second status write (a slower one is left to the Deployment's own
+        events: :meth:`observe_worker`)."""
+        deployment = applied.objects.get("Deployment") or {}
+        name = worker_name(pipeline)
+        if f"Deployment/{name}" not in applied.applied:
+            return deployment
+        path = object_path("apps/v1", "Deployment", body["metadata"]["namespace"], name)
+        for _ in range(3):
+            if _available(deployment) >= desired:
+                break
+            await asyncio.sleep(0.1)
+            deployment = await self.kube.get(path) or deployment
+        return deployment
+
+    async def _stopped(self, body: Mapping[str, Any], problem: Problem) -> PassResult:
+        """The status of a pass that stopped at ``problem``, written; a Warning when it is new."""
+        generation = body["metadata"].get("generation")
+        obs = Observation(generation=generation, problem=problem)
+        now = now_rfc3339()
+        write = await self.write_status(body, lambda cr: reduce_status(cr.get("status"), obs, now))
+        before, after = (write.before, write.after) if write else (body.get("status"), reduce_status(body.get("status"), obs, now))
+        events = [EventSpec("Warning", problem.reason, problem.message)] if is_new_problem(before, problem, generation) else []
+        return PassResult(status=after, problem=problem, events=events)
+
+    # --- the worker Deployment's events ------------------------------------------------------
 
     async def observe_worker(self, deployment: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[EventSpec]]:
         """Bring the owning EvePipeline's WorkerAvailable and Ready in line with its worker
@@ -266,121 +434,45 @@ class Reconciler:
         awaits its pass (that pass observes the Deployment itself). Returns the EvePipeline it
         wrote (None: nothing to write) and the Events to post on it.
         """
-        meta = deployment.get("metadata") or {}
-        owner = next((r for r in meta.get("ownerReferences") or []
-                      if r.get("kind") == KIND and str(r.get("apiVersion", "")).startswith(f"{API_GROUP}/")), None)
-        if owner is None or not is_our_worker(deployment, owner["name"]):
-            return None, []  # anyone who may create Deployments can add an ownerReference
-        path = object_path(f"{API_GROUP}/{API_VERSION}", KIND, meta["namespace"], owner["name"])
-        async with self.lock(owner["uid"]):
-            for _ in range(3):  # a conflict: someone wrote the status meanwhile; recompute from theirs
-                cr = await self._written(path, owner["uid"])
-                cr_meta = (cr or {}).get("metadata") or {}
-                status = (cr or {}).get("status") or {}
-                if cr is None or cr_meta.get("uid") != owner["uid"]:
-                    self._locks.pop(owner["uid"], None)  # a late event of a deleted pipeline
-                    return None, []
-                if cr_meta.get("deletionTimestamp") or status.get("observedGeneration") != cr_meta.get("generation"):
-                    return None, []
-                try:
-                    pipeline = pipeline_from_body(cr)
-                except ConfigError:
-                    return None, []
-                worker = st.WorkerState(desired=worker_replicas(pipeline, self.autoscaled(owner["uid"], status)),
-                                        available=_available(deployment))
-                new = st.reduce_worker(status, worker, pipeline.spec.suspend, st.now_rfc3339())
-                changes = st.status_patch(status, new)
-                if not changes:
-                    return None, []
-                try:
-                    written = await self.kube.patch_status(path, changes, cr_meta["resourceVersion"])
-                except KubeConflict:
-                    continue
-                ready = st.get_condition(new, st.READY) or {}
-                became_ready = ready.get("status") == "True" and \
-                    (st.get_condition(status, st.READY) or {}).get("status") != "True"
-                return written, [EventSpec("Normal", "Ready", ready["message"])] if became_ready else []
-        return None, []
+        owner = _worker_owner(deployment)
+        if owner is None:
+            return None, []
+        uid = owner["uid"]
+        async with self.lock(uid):
+            cr = await self.kube.get(pipeline_path(deployment["metadata"]["namespace"], owner["name"]))
+            if cr is None or pipeline_uid(cr["metadata"]) != uid:
+                self._locks.pop(uid, None)  # a late event of a deleted pipeline
+                return None, []
+            try:
+                pipeline = pipeline_from_body(cr)
+            except ConfigError:
+                return None, []
+            available, now = _available(deployment), now_rfc3339()
 
-    async def _written(self, path: str, uid: str) -> dict[str, Any] | None:
-        """The EvePipeline once kopf has written the last pass's status (kopf writes it after the
-        pass returns, unconditionally: changes computed from an older status would be lost)."""
-        cr = None
-        delay, waited = 0.05, 0.0
-        while True:
-            cr = await self.kube.get(path)
-            pending = self._unwritten.get(uid)
-            if cr is None or pending is None or all((cr.get("status") or {}).get(k) == v for k, v in pending.items()):
-                break
-            if waited >= 5.0:
-                break
-            # Backing off: a hundred pipelines rolling out at once must not poll the API server
-            # ten times a second each.
-            await asyncio.sleep(delay)
-            waited += delay
-            delay = min(delay * 2, 1.0)
-        # Seen, or kopf's write failed (bounded wait): either way the next pass starts afresh.
-        self._unwritten.pop(uid, None)
-        return cr
+            def reduce(fresh: Mapping[str, Any]) -> dict[str, Any]:
+                status = dict(fresh.get("status") or {})
+                meta = fresh["metadata"]
+                if meta.get("deletionTimestamp") or status.get("observedGeneration") != meta.get("generation"):
+                    return status  # a newer generation's pass observes the Deployment itself
+                worker = WorkerState(desired=worker_replicas(pipeline, self.autoscaled(uid, status)), available=available)
+                return reduce_worker(status, worker, pipeline.spec.suspend, now)
 
-    async def finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
-        """Delete (or orphan) the Prefect objects; after the retry bound, give up and release."""
-        meta = body["metadata"]
-        result = await self._finalize(body, retry)
-        if result.release:
-            # Every way out (Orphan, an invalid spec, given up): the pipeline is gone, and so
-            # must be its lock and pending status (the GC's DELETED event of the worker does not).
-            self.forget(meta.get("uid", meta["name"]))
-        return result
+            write = await self.write_status(cr, reduce)
+            if write is None or write.stored is None:
+                return None, []
+            message = ready_message(write.before, write.after)
+            return write.stored, [EventSpec("Normal", "Ready", message)] if message is not None else []
 
-    async def _finalize(self, body: Mapping[str, Any], retry: int) -> DeletePassResult:
-        from eveflow_etl.orchestration import sync
 
-        meta = body["metadata"]
-        namespace = meta["namespace"]
-        try:
-            # Owner references cannot cross namespaces: no garbage collector removes these. Found
-            # by label, not from the spec, so an invalid spec or an old jobs namespace leaks none.
-            found = await self.find_rbac(meta["name"], namespace)
-            stale = [s for s in stale_rbac(found, None) if s[2] != namespace]  # the GC takes those
-            await delete_stale(self.kube, stale)
-        except KubeError as exc:
-            problem = st.Problem(st.KUBERNETES_ERROR, str(exc))
-            if retry >= self.settings.finalizer_max_retries:
-                return DeletePassResult(True, [EventSpec(
-                    "Warning", "DeleteAbandoned",
-                    f"gave up removing the worker Roles/RoleBindings in other namespaces after "
-                    f"{retry + 1} attempts ({exc}); find them with -l {owner_selector(meta['name'], namespace)} "
-                    "and remove them by hand")], problem)
-            return DeletePassResult(False, [], problem)
-        try:
-            pipeline = pipeline_from_body(body)
-        except ConfigError:
-            return DeletePassResult(True, [EventSpec("Normal", "Deleted", "spec was invalid: nothing to remove in Prefect")])
-        if pipeline.spec.deletion_policy == "Orphan":
-            return DeletePassResult(True, [EventSpec("Normal", "Orphaned",
-                                                     "deletionPolicy: Orphan -- Prefect pool and deployments kept")])
-        try:
-            async with self.lock(meta.get("uid", meta["name"])):
-                conn = await build_connection(pipeline, self.settings, namespace, self.read_secret)
-                result = await sync.delete_pipeline(pipeline, conn, namespace=namespace)
-        except (SecretNotFound, PrefectUnavailable, PrefectAuthError, PrefectRejected, KubeError) as exc:
-            reason = {SecretNotFound: st.SECRET_NOT_FOUND, PrefectUnavailable: st.PREFECT_UNAVAILABLE,
-                      PrefectAuthError: st.PREFECT_AUTH_FAILED}.get(type(exc), st.PREFECT_REJECTED)
-            if isinstance(exc, KubeError):  # reading the Secret; not caught, kopf would retry forever
-                reason = st.KUBERNETES_ERROR
-            if retry >= self.settings.finalizer_max_retries:
-                return DeletePassResult(True, [EventSpec(
-                    "Warning", "DeleteAbandoned",
-                    f"gave up removing the Prefect deployments after {retry + 1} attempts ({reason}: {exc}); "
-                    "they may remain in Prefect -- remove them by hand")], st.Problem(reason, str(exc)))
-            return DeletePassResult(False, [], st.Problem(reason, str(exc)))
-        finally:
-            self.forget(meta.get("uid", meta["name"]))
-        message = "; ".join(result.actions) or "nothing to remove in Prefect"
-        if result.kept_work_pool_reason:
-            message += f"; kept work pool: {result.kept_work_pool_reason}"
-        return DeletePassResult(True, [EventSpec("Normal", "Deleted", message[:1000])])
+def _worker_owner(deployment: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The EvePipeline ownerReference of the operator's own worker Deployment, else None
+    (anyone who may create Deployments can add an ownerReference)."""
+    meta = deployment.get("metadata") or {}
+    owner = next((r for r in meta.get("ownerReferences") or []
+                  if r.get("kind") == KIND and str(r.get("apiVersion", "")).startswith(f"{API_GROUP}/")), None)
+    if owner is None or not is_our_worker(deployment, owner["name"]):
+        return None
+    return owner
 
 
 def is_our_worker(deployment: Mapping[str, Any], pipeline: str) -> bool:
@@ -403,7 +495,3 @@ def _available(deployment: Mapping[str, Any]) -> int:
 def backoff(settings: OperatorSettings, retry: int, *, cap: float = 300.0) -> float:
     """Exponential backoff for TemporaryError: base, 2x base, 4x base ... capped."""
     return min(cap, settings.retry_backoff_seconds * (2 ** min(retry, 10)))
-
-
-def monotonic() -> float:
-    return time.monotonic()

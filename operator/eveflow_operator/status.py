@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from eveflow_etl.orchestration.types import SyncResult
 
@@ -53,6 +53,18 @@ class Problem:
     message: str
 
 
+class Condition(NamedTuple):
+    """One condition as a reducer decides it (``type``, times and generation are added when set)."""
+
+    state: str  # "True" | "False" | "Unknown": the condition's ``status`` field
+    reason: str
+    message: str
+
+    @classmethod
+    def stored(cls, condition: Mapping[str, Any]) -> Condition:
+        return cls(condition["status"], condition["reason"], condition.get("message", ""))
+
+
 @dataclass(frozen=True)
 class WorkerState:
     desired: int
@@ -78,13 +90,12 @@ def get_condition(status: Mapping[str, Any] | None, type_: str) -> dict[str, Any
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
-    generation: int | None, now: str,
+    conditions: list[dict[str, Any]], type_: str, condition: Condition, generation: int | None, now: str,
 ) -> list[dict[str, Any]]:
     """A new list with ``type_`` set; ``lastTransitionTime`` kept when the status did not change."""
     previous = next((c for c in conditions if c.get("type") == type_), None)
-    since = previous["lastTransitionTime"] if previous and previous.get("status") == status else now
-    new = {"type": type_, "status": status, "reason": reason, "message": message,
+    since = previous["lastTransitionTime"] if previous and previous.get("status") == condition.state else now
+    new = {"type": type_, "status": condition.state, "reason": condition.reason, "message": condition.message,
            "lastTransitionTime": since}
     if generation is not None:
         new["observedGeneration"] = generation
@@ -96,41 +107,50 @@ def _order(type_: str) -> tuple[int, str]:
     return (CONDITION_ORDER.index(type_) if type_ in CONDITION_ORDER else len(CONDITION_ORDER), type_)
 
 
-def _prefect_condition(obs: Observation) -> tuple[str, str, str]:
+def _prefect_condition(obs: Observation) -> Condition:
     if obs.problem is not None:
-        return "False", obs.problem.reason, obs.problem.message
+        return Condition("False", obs.problem.reason, obs.problem.message)
     if obs.sync is None:
-        return "Unknown", NOT_RECONCILED, "not synced to Prefect yet"
+        return Condition("Unknown", NOT_RECONCILED, "not synced to Prefect yet")
     sync = obs.sync
     what = (f"work pool {sync.work_pool_name}, {len(sync.deployment_ids)} deployment(s), "
             f"{len(sync.schedule_ids)} schedule(s)")
     if obs.suspended:
-        return "True", SUSPENDED, f"{what}; schedules paused (spec.suspend: true)"
+        return Condition("True", SUSPENDED, f"{what}; schedules paused (spec.suspend: true)")
     done = "; ".join(sync.actions) if sync.actions else "in sync"
-    return "True", SYNCED, f"{what}: {done}"
+    return Condition("True", SYNCED, f"{what}: {done}")
 
 
-def _worker_condition(obs: Observation, previous: dict[str, Any] | None) -> tuple[str, str, str]:
+def _worker_condition(obs: Observation, previous: Mapping[str, Any] | None) -> Condition:
     if obs.worker is None:
         if previous:
-            return previous["status"], previous["reason"], previous.get("message", "")
-        return "Unknown", NOT_RECONCILED, "worker Deployment not created yet"
-    w = obs.worker
-    if w.desired == 0:
-        return "False", SCALED_TO_ZERO, "worker scaled to 0" + (" (suspended)" if obs.suspended else "")
-    if w.available >= w.desired:
-        return "True", MINIMUM_REPLICAS, f"{w.available}/{w.desired} worker replicas available"
-    return "False", WORKER_UNAVAILABLE, f"{w.available}/{w.desired} worker replicas available"
+            return Condition.stored(previous)
+        return Condition("Unknown", NOT_RECONCILED, "worker Deployment not created yet")
+    worker = obs.worker
+    if worker.desired == 0:
+        return Condition("False", SCALED_TO_ZERO, "worker scaled to 0" + (" (suspended)" if obs.suspended else ""))
+    counted = f"{worker.available}/{worker.desired} worker replicas available"
+    if worker.available >= worker.desired:
+        return Condition("True", MINIMUM_REPLICAS, counted)
+    return Condition("False", WORKER_UNAVAILABLE, counted)
 
 
-def _ready_condition(obs: Observation, prefect: tuple[str, str, str], worker: tuple[str, str, str]) -> tuple[str, str, str]:
-    if prefect[0] != "True":
-        return "False", prefect[1], prefect[2]
+def _ready_condition(obs: Observation, prefect: Condition, worker: Condition) -> Condition:
+    if prefect.state != "True":
+        return Condition("False", prefect.reason, prefect.message)
     if obs.suspended:
-        return "True", SUSPENDED, "suspended: schedules paused and worker scaled to 0"
-    if worker[0] == "True" or worker[1] == SCALED_TO_ZERO:
-        return "True", "Ready", "Prefect objects in sync and worker available"
-    return "False", worker[1], worker[2]
+        return Condition("True", SUSPENDED, "suspended: schedules paused and worker scaled to 0")
+    if worker.state == "True" or worker.reason == SCALED_TO_ZERO:
+        return Condition("True", "Ready", "Prefect objects in sync and worker available")
+    return Condition("False", worker.reason, worker.message)
+
+
+def _with_conditions(previous: Mapping[str, Any], decided: Mapping[str, Condition],
+                     generation: int | None, now: str) -> list[dict[str, Any]]:
+    conditions = [dict(c) for c in previous.get("conditions") or []]
+    for type_, condition in decided.items():
+        conditions = set_condition(conditions, type_, condition, generation, now)
+    return conditions
 
 
 def reduce_status(previous: Mapping[str, Any] | None, obs: Observation, now: str) -> dict[str, Any]:
@@ -140,29 +160,31 @@ def reduce_status(previous: Mapping[str, Any] | None, obs: Observation, now: str
     """
     previous = dict(previous or {})
     status: dict[str, Any] = {k: v for k, v in previous.items() if k != "conditions"}
-    conditions = [dict(c) for c in previous.get("conditions") or []]
     prefect = _prefect_condition(obs)
     worker = _worker_condition(obs, get_condition(previous, WORKER_AVAILABLE))
     ready = _ready_condition(obs, prefect, worker)
-    for type_, (state, reason, message) in ((PREFECT_SYNCED, prefect), (WORKER_AVAILABLE, worker), (READY, ready)):
-        conditions = set_condition(conditions, type_, state, reason, message, obs.generation, now)
-    status["conditions"] = conditions
+    status["conditions"] = _with_conditions(
+        previous, {PREFECT_SYNCED: prefect, WORKER_AVAILABLE: worker, READY: ready}, obs.generation, now)
     if obs.generation is not None:
         status["observedGeneration"] = obs.generation
     if obs.sync is not None:
-        sync = obs.sync
-        status.update({
-            "workPoolName": sync.work_pool_name,
-            "workPoolId": sync.work_pool_id,
-            "deploymentIds": dict(sorted(sync.deployment_ids.items())),
-            "scheduleIds": dict(sorted(sync.schedule_ids.items())),
-            # The pipeline's own schedules (maintenance ids are keyed "<deployment>/<slug>").
-            "schedules": 0 if sync.paused or obs.suspended else len([k for k in sync.schedule_ids if "/" not in k]),
-            "specHash": sync.spec_hash,
-            "lastRun": sync.last_run.model_dump(by_alias=True, exclude_none=True) if sync.last_run else None,
-            "nextRun": sync.next_run.model_dump(by_alias=True, exclude_none=True) if sync.next_run else None,
-        })
+        status.update(_synced_fields(obs.sync, obs.suspended))
     return {k: v for k, v in status.items() if v is not None}
+
+
+def _synced_fields(sync: SyncResult, suspended: bool) -> dict[str, Any]:
+    """The status fields a successful sync reports (a None removes the field)."""
+    return {
+        "workPoolName": sync.work_pool_name,
+        "workPoolId": sync.work_pool_id,
+        "deploymentIds": dict(sorted(sync.deployment_ids.items())),
+        "scheduleIds": dict(sorted(sync.schedule_ids.items())),
+        # The pipeline's own schedules (maintenance ids are keyed "<deployment>/<slug>").
+        "schedules": 0 if sync.paused or suspended else len([k for k in sync.schedule_ids if "/" not in k]),
+        "specHash": sync.spec_hash,
+        "lastRun": sync.last_run.model_dump(by_alias=True, exclude_none=True) if sync.last_run else None,
+        "nextRun": sync.next_run.model_dump(by_alias=True, exclude_none=True) if sync.next_run else None,
+    }
 
 
 def reduce_worker(previous: Mapping[str, Any] | None, worker: WorkerState, suspended: bool, now: str) -> dict[str, Any]:
@@ -177,13 +199,26 @@ def reduce_worker(previous: Mapping[str, Any] | None, worker: WorkerState, suspe
         return previous
     generation = previous.get("observedGeneration")
     obs = Observation(generation=generation, worker=worker, suspended=suspended)
-    prefect = (synced["status"], synced["reason"], synced.get("message", ""))
-    worker_c = _worker_condition(obs, None)
-    ready = _ready_condition(obs, prefect, worker_c)
-    conditions = [dict(c) for c in previous.get("conditions") or []]
-    for type_, (state, reason, message) in ((WORKER_AVAILABLE, worker_c), (READY, ready)):
-        conditions = set_condition(conditions, type_, state, reason, message, generation, now)
+    worker_condition = _worker_condition(obs, None)
+    ready = _ready_condition(obs, Condition.stored(synced), worker_condition)
+    conditions = _with_conditions(previous, {WORKER_AVAILABLE: worker_condition, READY: ready}, generation, now)
     return {**previous, "conditions": conditions}
+
+
+def ready_message(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> str | None:
+    """Ready's message when ``after`` turned Ready from ``before`` (the "Ready" Event), else None."""
+    was, now = get_condition(before, READY) or {}, get_condition(after, READY) or {}
+    if now.get("status") == "True" and was.get("status") != "True":
+        return str(now.get("message", ""))
+    return None
+
+
+def is_new_problem(before: Mapping[str, Any] | None, problem: Problem, generation: int | None) -> bool:
+    """``problem`` is not already what Ready says for this generation (one Warning per distinct
+    problem, not one per retry)."""
+    ready = get_condition(before, READY) or {}
+    return (ready.get("reason"), ready.get("message"), ready.get("observedGeneration")) != (
+        problem.reason, problem.message, generation)
 
 
 def status_patch(previous: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any] | None:

@@ -147,12 +147,15 @@ def _poll(status: dict, runs: tuple) -> tuple[object, list[str]]:
     from eveflow_operator.autoscale_pass import poll
     from eveflow_operator.reconcile import Reconciler
 
+    from .fakes import FakePrefect
+
     async def reader(conn, pool, lead):
         return PoolRuns(runs=runs, read_at=asyncio.get_running_loop().time())
 
     async def main():
         kube = _FakeKube()
-        rec = Reconciler(OperatorSettings(prefect_api_url="http://prefect:4200/api", worker_image="x/y:1"), kube)
+        rec = Reconciler(OperatorSettings(prefect_api_url="http://prefect:4200/api", worker_image="x/y:1"), kube,
+                         FakePrefect())
         rec.pool_reader = SharedPoolReader(reader)
         doc = _doc({"autoscaling": {"maxReplicas": 3}})
         body = {**doc, "metadata": {"name": "p", "namespace": "n", "uid": "u1", "generation": 1,

@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import yaml
 from eveflow_operator.kube import KubeApi, KubeError
+from eveflow_operator.finalize_pass import finalize
 from eveflow_operator.reconcile import Reconciler
 from eveflow_operator.settings import OperatorSettings
+
+from .fakes import FakePrefect
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,7 +66,7 @@ def _finalize(kube, body: dict[str, Any], retry: int = 0, **settings: Any):
     async def run():
         api = KubeApi(kube.url, {}, kube.ssl_context())
         try:
-            return await Reconciler(OperatorSettings(**settings), api).finalize(body, retry)
+            return await finalize(Reconciler(OperatorSettings(**settings), api, FakePrefect()), body, retry)
         finally:
             await api.close()
     return asyncio.run(run())
@@ -109,9 +112,9 @@ def test_delete_with_an_invalid_spec_still_removes_the_role(kube) -> None:
 def test_delete_rbac_errors_retry_then_release() -> None:
     settings = OperatorSettings(finalizer_max_retries=2)
     kube = FailingKube(403)
-    first = asyncio.run(Reconciler(settings, kube).finalize(_body("jobs"), 0))  # type: ignore[arg-type]
+    first = asyncio.run(finalize(Reconciler(settings, kube, FakePrefect()), _body("jobs"), 0))  # type: ignore[arg-type]
     assert not first.release and first.problem is not None
-    last = asyncio.run(Reconciler(settings, kube).finalize(_body("jobs"), 2))  # type: ignore[arg-type]
+    last = asyncio.run(finalize(Reconciler(settings, kube, FakePrefect()), _body("jobs"), 2))  # type: ignore[arg-type]
     assert last.release and any(e.type == "Warning" for e in last.events)
 
 
@@ -121,20 +124,19 @@ def test_delete_secret_read_errors_count_toward_the_retry_bound() -> None:
     body["spec"]["prefect"] = {"mode": "selfHosted", "authStringSecretRef": {"name": "prefect-auth", "key": "auth"}}
     settings = OperatorSettings(finalizer_max_retries=1)
     kube = FailingKube(403, lists=True)
-    first = asyncio.run(Reconciler(settings, kube).finalize(body, 0))  # type: ignore[arg-type]
+    first = asyncio.run(finalize(Reconciler(settings, kube, FakePrefect()), body, 0))  # type: ignore[arg-type]
     assert not first.release and first.problem is not None
-    last = asyncio.run(Reconciler(settings, kube).finalize(body, 1))  # type: ignore[arg-type]
+    last = asyncio.run(finalize(Reconciler(settings, kube, FakePrefect()), body, 1))  # type: ignore[arg-type]
     assert last.release and any(e.reason == "DeleteAbandoned" for e in last.events)
 
 
-def test_every_released_delete_forgets_the_pipelines_lock_and_pending_status() -> None:
+def test_every_released_delete_forgets_the_pipelines_lock() -> None:
     # Orphan and an invalid spec release before any Prefect call; the worker's DELETED event
     # (garbage collector) never reaches the Reconciler: nothing else would drop these.
     invalid = _body(None)
     invalid["spec"]["schedules"][0]["cron"] = "not a cron"
     for body in (_body(None, policy="Orphan"), invalid):
-        reconciler = Reconciler(OperatorSettings(), FailingKube(403, lists=True))  # type: ignore[arg-type]
+        reconciler = Reconciler(OperatorSettings(), FailingKube(403, lists=True), FakePrefect())  # type: ignore[arg-type]
         reconciler.lock("u-1")
-        reconciler._unwritten["u-1"] = {"observedGeneration": 1}
-        assert asyncio.run(reconciler.finalize(body, 0)).release
-        assert "u-1" not in reconciler._locks and "u-1" not in reconciler._unwritten
+        assert asyncio.run(finalize(reconciler, body, 0)).release
+        assert "u-1" not in reconciler._locks

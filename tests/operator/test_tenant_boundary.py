@@ -13,32 +13,39 @@ from typing import Any
 import pytest
 
 from eveflow_etl.errors import ConfigError
-from eveflow_etl.orchestration.types import SyncResult
 from eveflow_etl.spec import parse_pipeline
-from eveflow_operator import status as st
+from eveflow_operator.status import (
+    INVALID_SPEC,
+    NOT_OWNED,
+    PREFECT_REJECTED,
+    READY,
+    SECRET_NOT_OPTED_IN,
+    WORKER_AVAILABLE,
+    get_condition,
+)
 from eveflow_operator.kube import KubeApi
+from eveflow_operator.prefect_side import PrefectSync
 from eveflow_operator.reconcile import Reconciler
 from eveflow_operator.settings import OperatorSettings
 
 from .e2e import CRD
+from .fakes import FakePrefect
 from .test_reconcile import NAME, RBAC, _body
 
 pytestmark = pytest.mark.k8s
 
 
 @pytest.fixture
-def prefect_calls(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
-    """Every Prefect sync reaches this list (with the connection it would use) and is in sync."""
-    from eveflow_etl.orchestration import sync
+def prefect_side() -> FakePrefect:
+    """The Prefect side of the passes of a test that looks at what reached Prefect: in sync, and
+    recording each call's connection."""
+    return FakePrefect()
 
-    calls: list[Any] = []
 
-    async def record(pipeline, conn, *, namespace: str) -> SyncResult:
-        calls.append(conn)
-        return SyncResult(work_pool_name=pipeline.spec.work_pool.name, spec_hash="h")
-
-    monkeypatch.setattr(sync, "sync_pipeline", record)
-    return calls
+@pytest.fixture
+def prefect_calls(prefect_side: FakePrefect) -> list[Any]:
+    """The connection of every Prefect sync (a test naming this gets the fake Prefect side)."""
+    return prefect_side.conns
 
 
 CHART_RELEASE, CHART_NAMESPACE = "tb", "eveflow-tb"
@@ -68,19 +75,40 @@ def as_operator(kube, tmp_path_factory):
 
 
 @pytest.fixture
-def _drive(as_operator):
+def _drive(as_operator, request):
     make_api, worker_role = as_operator
+    # The fake when the test looks at what reached Prefect, else the sync library itself.
+    prefect = request.getfixturevalue("prefect_side") if "prefect_calls" in request.fixturenames else PrefectSync()
 
     def drive(kube, body: dict, settings: OperatorSettings | None = None, step: str = "reconcile") -> Any:
+        if step == "reconcile":
+            body = _as_stored(kube, body)  # a pass writes its status to the EvePipeline
+
         async def run():
             api = make_api()
             try:
                 chosen = (settings or OperatorSettings()).model_copy(update={"worker_cluster_role": worker_role})
-                return await getattr(Reconciler(chosen, api), step)(body)
+                return await getattr(Reconciler(chosen, api, prefect), step)(body)
             finally:
                 await api.close()
         return asyncio.run(run())
     return drive
+
+
+def _as_stored(kube, body: dict) -> dict:
+    """``body`` as the API server stores it (created, or its spec replaced), as kopf hands it over."""
+    kube.kubectl("apply", "-f", str(CRD))
+    kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", check=False).returncode == 0, what="CRD served")
+    ns, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    path = f"/apis/eveflow.dev/v1alpha1/namespaces/{ns}/evepipelines"
+    status, cr = kube.api("POST", path, {**body, "metadata": {"name": name}})
+    if status == 409:
+        status, cr = kube.api("GET", f"{path}/{name}")
+        status, cr = kube.api("PUT", f"{path}/{name}", {**cr, "spec": body["spec"]})
+        assert status == 200, cr
+    else:
+        assert status == 201, cr
+    return cr
 
 
 def _namespace(kube, suffix: str, labels: dict[str, str] | None = None) -> str:
@@ -104,7 +132,7 @@ def _live(kube, plural: str, group: str | None, ns: str) -> list[dict]:
 
 
 def _message(result) -> str:
-    return st.get_condition(result.status, st.READY)["message"]
+    return get_condition(result.status, READY)["message"]
 
 
 # --- 1. the jobs namespace ------------------------------------------------------------------------
@@ -113,7 +141,7 @@ def _message(result) -> str:
 def test_a_pipeline_cannot_get_worker_rights_in_kube_system(_drive, kube, prefect_calls) -> None:
     team = _team(kube)
     result = _drive(kube, _body(team, jobs="kube-system"))
-    assert result.problem is not None and result.problem.reason == st.INVALID_SPEC and result.permanent
+    assert result.problem is not None and result.problem.reason == INVALID_SPEC and result.permanent
     assert "spec.workPool.kubernetes.namespace" in _message(result) and "kube-system" in _message(result)
     # Nothing created anywhere: no binding or Role in kube-system, no worker, nothing in Prefect.
     for plural in ("roles", "rolebindings"):
@@ -128,7 +156,7 @@ def test_another_jobs_namespace_only_when_its_label_names_the_pipelines_namespac
     jobs = _namespace(kube, "jobs", labels={f"jobs.eveflow.dev/{other}": "true"})
     # Labelled for team-b, not team-a: refused.
     refused = _drive(kube, _body(team, jobs=jobs))
-    assert refused.problem is not None and refused.problem.reason == st.INVALID_SPEC
+    assert refused.problem is not None and refused.problem.reason == INVALID_SPEC
     assert f"jobs.eveflow.dev/{team}=true" in _message(refused)  # the message says what an admin sets
     assert not _live(kube, "rolebindings", RBAC, jobs)
     # The admin labels it for team-a too: the worker's rights are a binding of the fixed ClusterRole there.
@@ -161,7 +189,7 @@ def test_a_worker_image_from_a_registry_outside_the_allow_list_is_refused(_drive
     body["spec"]["worker"] = {"image": "evil.example.com/miner:latest"}
     settings = OperatorSettings(allowed_image_registries=["registry.example.org/eveflow"])
     result = _drive(kube, body, settings)
-    assert result.problem is not None and result.problem.reason == st.INVALID_SPEC
+    assert result.problem is not None and result.problem.reason == INVALID_SPEC
     assert "spec.worker.image" in _message(result) and "registry.example.org/eveflow" in _message(result)
     assert not _live(kube, "deployments", "apps", team) and prefect_calls == []
     # From the allowed registry (or with the default image) it runs.
@@ -205,7 +233,7 @@ def test_a_secret_not_marked_as_prefect_credentials_is_never_sent(_drive, kube, 
     team = _team(kube)
     _prefect_secret(kube, team)  # some Secret of the namespace (the author may not even read it)
     result = _drive(kube, _with_auth(_body(team), "https://collector.example.com/api"))
-    assert result.problem is not None and result.problem.reason == st.SECRET_NOT_OPTED_IN
+    assert result.problem is not None and result.problem.reason == SECRET_NOT_OPTED_IN
     assert "eveflow.dev/prefect-credentials=true" in _message(result) and "do-not-send" not in str(result.status)
     assert prefect_calls == [] and not _live(kube, "deployments", "apps", team)
 
@@ -214,7 +242,7 @@ def test_credentials_are_not_sent_over_plain_http_to_a_host_outside_the_cluster(
     team = _team(kube)
     _prefect_secret(kube, team, {"eveflow.dev/prefect-credentials": "true"})
     result = _drive(kube, _with_auth(_body(team), "http://collector.example.com/api"))
-    assert result.problem is not None and result.problem.reason == st.INVALID_SPEC
+    assert result.problem is not None and result.problem.reason == INVALID_SPEC
     assert "spec.prefect.apiUrl" in _message(result) and "https" in _message(result)
     assert prefect_calls == []
     # An in-cluster Service name over http is fine; so is https anywhere.
@@ -232,7 +260,7 @@ def test_an_object_named_like_a_child_but_not_ours_is_not_taken_over(_drive, kub
     theirs = {"metadata": {"name": f"{NAME}-worker", "labels": {"team": "payments"}}}
     assert kube.api("POST", f"/api/v1/namespaces/{team}/serviceaccounts", theirs)[0] == 201
     result = _drive(kube, _body(team))
-    assert result.problem is not None and result.problem.reason == st.NOT_OWNED
+    assert result.problem is not None and result.problem.reason == NOT_OWNED
     assert f"ServiceAccount {team}/{NAME}-worker" in _message(result)
     (sa,) = _live(kube, "serviceaccounts", None, team)
     assert not sa["metadata"].get("ownerReferences"), "adopted: deleting the pipeline would delete it"
@@ -277,11 +305,11 @@ def test_a_look_alike_deployment_cannot_mark_the_worker_available(_drive, kube) 
     written, events = _drive(kube, look_alike, step="observe_worker")
     assert written is None and events == []
     live = kube.kubectl_json("get", "evp", NAME, "-n", team)
-    assert st.get_condition(live["status"], st.WORKER_AVAILABLE)["status"] == "False"
+    assert get_condition(live["status"], WORKER_AVAILABLE)["status"] == "False"
     # The operator's own worker Deployment (its name and labels) does count.
     real = {**look_alike, "metadata": {**look_alike["metadata"], "name": f"{NAME}-worker"}}
     written, _ = _drive(kube, real, step="observe_worker")
-    assert written is not None and st.get_condition(written["status"], st.WORKER_AVAILABLE)["status"] == "True"
+    assert written is not None and get_condition(written["status"], WORKER_AVAILABLE)["status"] == "True"
 
 
 # --- 3. what a hostile Prefect URL answers ----------------------------------------------------------------
@@ -323,7 +351,7 @@ def test_a_hostile_prefect_answer_reaches_status_and_events_only_as_a_short_clea
     body = _body(team)
     body["spec"]["prefect"] = {"apiUrl": hostile_prefect}
     result = _drive(kube, body)
-    assert result.problem is not None and result.problem.reason == st.PREFECT_REJECTED
+    assert result.problem is not None and result.problem.reason == PREFECT_REJECTED
     for text in [_message(result)] + [e.message for e in result.events]:
         assert "ERROR" in text  # an excerpt of what Prefect said is kept ...
         assert len(text) < 600, len(text)  # ... a short one

@@ -1,5 +1,6 @@
-"""The worker Deployment's event path against the API emulator and a real Prefect server: a
-Deployment change that arrives before kopf has written the pass's status is not lost."""
+"""The worker Deployment's event path against the API server and a real Prefect server: a pass
+writes its own status before it returns (kopf writes none), and the Deployment's later change
+brings WorkerAvailable and Ready on top of it, with the pass's own fields kept."""
 
 from __future__ import annotations
 
@@ -7,17 +8,18 @@ import asyncio
 import json
 
 import pytest
-from eveflow_operator import status as st
 from eveflow_operator.kube import KubeApi
+from eveflow_operator.prefect_side import PrefectSync
 from eveflow_operator.reconcile import Reconciler
 from eveflow_operator.settings import OperatorSettings
+from eveflow_operator.status import READY, WORKER_AVAILABLE, get_condition
 
 from .e2e import CRD, example, mark_available
 
 pytestmark = [pytest.mark.k8s, pytest.mark.prefect]
 
 
-def test_worker_event_waits_for_the_pass_status_kopf_has_not_written_yet(kube, kube_namespace, prefect_server) -> None:
+def test_a_worker_event_after_the_pass_makes_the_pipeline_ready(kube, kube_namespace, prefect_server) -> None:
     ns = kube_namespace
     kube.kubectl("apply", "-f", str(CRD))
     kube.wait_for(lambda: kube.kubectl("get", "evp", "-A", check=False).returncode == 0, what="CRD served")
@@ -30,35 +32,26 @@ def test_worker_event_waits_for_the_pass_status_kopf_has_not_written_yet(kube, k
     cr_path = f"/apis/eveflow.dev/v1alpha1/namespaces/{ns}/evepipelines/{name}"
     kube.configure(mark_deployments_available=False)
 
-    async def scenario() -> dict:
+    async def scenario() -> tuple[dict, dict]:
         api = KubeApi(kube.url, {}, kube.ssl_context())
-        reconciler = Reconciler(OperatorSettings(prefect_api_url=prefect_server.api_url), api)
+        reconciler = Reconciler(OperatorSettings(prefect_api_url=prefect_server.api_url), api, PrefectSync())
         try:
-            body = await api.get(cr_path)
-            result = await reconciler.reconcile(body)  # a worker not yet available: WorkerAvailable False
-            assert (st.get_condition(result.status, st.WORKER_AVAILABLE) or {}).get("status") == "False"
-            # The Deployment becomes available before kopf writes that status (a blind merge patch).
+            result = await reconciler.reconcile(await api.get(cr_path))  # a worker not yet available
+            assert (get_condition(result.status, WORKER_AVAILABLE) or {}).get("status") == "False"
+            after_pass = await api.get(cr_path)
             mark_available(kube, ns, f"{name}-worker")
             worker = await api.get(f"/apis/apps/v1/namespaces/{ns}/deployments/{name}-worker")
-
-            async def kopf_writes_the_pass_status() -> None:
-                await asyncio.sleep(0.3)
-                code, out = await asyncio.to_thread(kube.api, "PATCH", cr_path + "/status",
-                                                    {"status": st.status_patch(body.get("status"), result.status)},
-                                                    "application/merge-patch+json")
-                assert code == 200, out
-
-            writer = asyncio.create_task(kopf_writes_the_pass_status())
             written, events = await reconciler.observe_worker(worker)
-            await writer
             assert written is not None and [e.reason for e in events] == ["Ready"]
-            return await api.get(cr_path)
+            return after_pass, await api.get(cr_path)
         finally:
             kube.configure(mark_deployments_available=True)
             await api.close()
 
-    cr = asyncio.run(scenario())
-    assert st.get_condition(cr["status"], st.WORKER_AVAILABLE)["status"] == "True"
-    assert st.get_condition(cr["status"], st.READY)["status"] == "True"
+    after_pass, cr = asyncio.run(scenario())
+    # The pass's status is on the object when the pass returns: no writer left behind it.
+    assert get_condition(after_pass["status"], WORKER_AVAILABLE)["status"] == "False"
+    assert after_pass["status"]["workPoolName"] == f"race-{ns}"
+    assert get_condition(cr["status"], WORKER_AVAILABLE)["status"] == "True"
+    assert get_condition(cr["status"], READY)["status"] == "True"
     assert cr["status"]["workPoolName"] == f"race-{ns}"  # the pass's own fields are all there too
-
