@@ -263,7 +263,8 @@ def _schedule(api_schedule: dict) -> dict:
 def build_prefect_yaml(pipeline: EvePipeline) -> dict:
     """prefect.yaml for ``prefect deploy --all``: the very deployments ``eveflow apply`` creates
     (built by the Prefect sync library's ``desired_deployments``, not a second copy of it)."""
-    # Imported here: it loads the flows (for their parameter schema), which renders of SPCS skip.
+    # Imported here: it loads the flows (for their parameter schema), which renders of SPCS skip;
+    # the module alone would add ~200 ms to every `eveflow` start (the CLI imports render).
     from eveflow_etl.orchestration.deployments import desired_deployments
 
     namespace = pipeline.metadata.namespace or "default"  # as `eveflow apply` tags them
