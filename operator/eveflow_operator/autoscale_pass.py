@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.queue_depth import QueueDepth
@@ -23,10 +23,8 @@ from eveflow_operator import status as st
 from eveflow_operator.apply import owned
 from eveflow_operator.kube import KubeConflict, object_path
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection
+from eveflow_operator.reconcile import EventSpec, Reconciler, pipeline_from_body
 from eveflow_operator.worker import build_worker_deployment, worker_queues, worker_replicas
-
-if TYPE_CHECKING:
-    from eveflow_operator.reconcile import EventSpec, Reconciler
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +46,6 @@ def lead_seconds(poll_seconds: int) -> float:
 
 
 async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = None) -> PollResult:
-    from eveflow_operator.reconcile import EventSpec, pipeline_from_body
-
     meta = body["metadata"]
     uid, namespace = meta["uid"], meta["namespace"]
     memory = rec.autoscale
