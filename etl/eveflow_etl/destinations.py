@@ -17,8 +17,9 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from eveflow_etl.errors import ConfigError, DestinationError
+from eveflow_etl.localpg import local_dsn
 from eveflow_etl.plan import DATABASE_URL, PG_VARIABLES, SNOWFLAKE_VARIABLES
-from eveflow_etl.settings import EtlSettings
+from eveflow_etl.settings import EtlSettings, load_settings
 
 PROFILES = ("local", "dsn", "env", "crunchy", "snowflake")
 _WEAK_SSL = {None, "", "disable", "allow", "prefer"}
@@ -38,8 +39,6 @@ def resolve_dsn(
     if profile == "local":
         if dsn:
             raise ConfigError("--profile local starts the embedded server: drop --dsn or pick another profile")
-        from eveflow_etl.localpg import local_dsn
-
         return local_dsn(settings.data_dir / "pg")
     if profile == "dsn":
         if not dsn:
@@ -117,8 +116,6 @@ def connect(conninfo: str, *, autocommit: bool = False, connect_timeout: int = 1
     and a dead peer is noticed instead of waited on for hours.
     """
     if settings is None:
-        from eveflow_etl.settings import load_settings
-
         settings = load_settings()
     try:
         given = conninfo_to_dict(conninfo)

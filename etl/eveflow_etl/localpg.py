@@ -12,6 +12,7 @@ no release since 2024, which is why it sits behind this one function.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import pwd
@@ -25,6 +26,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
+
+import psutil
+import psycopg
 
 from eveflow_etl.errors import DestinationError
 
@@ -98,8 +102,6 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _apply_settings(dsn: str, settings: dict[str, str]) -> None:
-    import psycopg
-
     with psycopg.connect(dsn, autocommit=True) as conn:
         for key, value in settings.items():
             conn.execute(f"ALTER SYSTEM SET {key} = '{value}'")  # keys/values are our constants
@@ -114,7 +116,7 @@ def _start_pgserver(pgdata: Path, *, stop_at_exit: bool, delete_on_stop: bool):
         runtime = Path(tempfile.gettempdir()) / f"eveflow-runtime-{os.geteuid()}"
         runtime.mkdir(mode=0o700, exist_ok=True)
         os.environ["XDG_RUNTIME_DIR"] = str(runtime)
-    import pgserver
+    import pgserver  # after XDG_RUNTIME_DIR is set: pgserver reads it when imported (its lock path)
 
     forget_dead_handles(pgdata)
     mode = ("delete" if delete_on_stop else "stop") if stop_at_exit or delete_on_stop else None
@@ -126,10 +128,6 @@ def forget_dead_handles(pgdata: Path) -> None:
     """pgserver stops its server when the last process holding it exits, counting processes in
     ``.handle_pids.json``; one that died without its atexit (SIGKILL, OOM) pins the server forever.
     Drop dead pids so a crashed earlier run cannot leave PostgreSQL running after this one."""
-    import json
-
-    import psutil
-
     path = pgdata / ".handle_pids.json"
     try:
         pids = json.loads(path.read_text())

@@ -29,6 +29,7 @@ from eveflow_etl.load.orders import check_close_share, load_snapshot, snapshot_i
 from eveflow_etl.load.spool import Spool
 from eveflow_etl.load.upsert import ChunkUpserter
 from eveflow_etl.settings import EtlSettings
+from eveflow_etl.sources import fetch
 from eveflow_etl.validate import validate
 
 log = logging.getLogger(__name__)
@@ -96,77 +97,68 @@ def run_etl(
     the ledger row is written in every case.
     """
     source = SourceKind(source)
-    dataset = source.dataset
     target = Target(schema, table or source.default_table)  # identifiers checked before any SQL
     run_id = run_id or str(uuid.uuid4())
     report = RunReport(run_id, pipeline_name, source.value, str(target), "running")
     started = time.monotonic()
-
-    with connect(destination, autocommit=True, settings=settings) as admin:
-        try:
-            ensure_tables(admin, target, dataset)
-            start_run(admin, target, run_id=run_id, pipeline_name=pipeline_name, source=source.value,
-                      regions=list(regions), types_count=len(types) if types else None)
-        except psycopg.Error as exc:
-            raise DestinationError(f"preparing {target} at {describe(destination)} failed: {one_line(exc, destination)}") from None
-
+    _start_run(destination, target, source, regions, types, report, settings)
     if batches is None:
-        from eveflow_etl.sources import fetch
-
         batches = fetch(source, list(regions), list(types) if types else None, settings, day=day)
-
     spool = Spool(settings.cache_dir / "spool")
-    pulled = 0
     try:
-        # 1. The whole network pull, with no database session open: an hours-long pull never
-        #    holds a transaction (or a connection) and a dropped connection cannot lose it.
-        for batch in batches:
-            if dataset is Dataset.ORDERS and not getattr(batch, "snapshot_complete", True):
-                raise SourceError(f"orders snapshot of region {int(batch.region_id)} is incomplete: nothing loaded")
-            spool.add(batch)
-            pulled += len(batch.frame)
-        # 2. One short transaction per batch (a region, or a chunk of a region's days); the
-        #    ledger row is updated in the same transaction, so it counts exactly what is committed.
-        with connect(destination, settings=settings) as conn:
-            if dataset is Dataset.ORDERS:
-                _check_close_shares(conn, target, spool, settings)
-            gate = gate or CommitGate()
-            for batch in spool:
-                with gate.commit(f"run {run_id}"), conn.transaction():
-                    counts = _load_batch(conn, target, dataset, batch, run_id, settings)
-                    committed = Counts(**asdict(report.totals))
-                    committed.add(counts)
-                    notes = report.notes + [n for n in getattr(batch, "notes", ()) if n not in report.notes]
-                    finish_run(conn, target, run_id=run_id, status="running", counts=asdict(committed), notes=notes)
-                _committed(report, batch, counts, notes, progress)
-            report.status = "succeeded"
-            report.seconds = time.monotonic() - started
-            finish_run(conn, target, run_id=run_id, status="succeeded", counts=asdict(report.totals),
-                       notes=report.notes)
+        _pull(batches, source.dataset, spool)
+        _load(destination, target, source.dataset, spool, report, started, settings, gate, progress)
     except BaseException as exc:
-        report.status = "failed"
-        report.seconds = time.monotonic() - started
-        if isinstance(exc, EveflowError):
-            report.error = str(exc)
-        elif isinstance(exc, psycopg.Error):
-            report.error = f"load into {target} at {describe(destination)} failed: {one_line(exc, destination)}"
-        else:
-            report.error = f"{type(exc).__name__}: {one_line(exc, destination)}"
-        # Stop the source now (its fetch threads, HTTP session): the error's traceback keeps the
-        # suspended generator alive for as long as a caller (a retrying task) holds the error.
-        close = getattr(batches, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception as close_exc:  # noqa: BLE001 - the original error matters more
-                log.warning("closing the source of run %s failed: %s", run_id, close_exc)
-        _record_failure(destination, target, report, pulled, settings)
+        _fail_run(exc, destination, target, batches, report, started, spool.rows, settings)
         if isinstance(exc, psycopg.Error):
             raise DestinationError(report.error) from None
         raise
     finally:
         spool.close()
     return report
+
+
+def _start_run(destination: str, target: Target, source: SourceKind, regions: Sequence[int],
+               types: Sequence[int] | None, report: RunReport, settings: EtlSettings) -> None:
+    """The target's tables exist and the run's ledger row says ``running``."""
+    with connect(destination, autocommit=True, settings=settings) as admin:
+        try:
+            ensure_tables(admin, target, source.dataset)
+            start_run(admin, target, run_id=report.run_id, pipeline_name=report.pipeline_name, source=source.value,
+                      regions=list(regions), types_count=len(types) if types else None)
+        except psycopg.Error as exc:
+            raise DestinationError(f"preparing {target} at {describe(destination)} failed: {one_line(exc, destination)}") from None
+
+
+def _pull(batches: Iterable, dataset: Dataset, spool: Spool) -> None:
+    """The whole network pull, with no database session open: an hours-long pull never holds a
+    transaction (or a connection) and a dropped connection cannot lose it."""
+    for batch in batches:
+        if dataset is Dataset.ORDERS and not getattr(batch, "snapshot_complete", True):
+            raise SourceError(f"orders snapshot of region {int(batch.region_id)} is incomplete: nothing loaded")
+        spool.add(batch)
+
+
+def _load(destination: str, target: Target, dataset: Dataset, spool: Spool, report: RunReport, started: float,
+          settings: EtlSettings, gate: CommitGate | None, progress: Progress | None) -> None:
+    """One short transaction per batch (a region, or a chunk of a region's days); the ledger row
+    is updated in the same transaction, so it counts exactly what is committed."""
+    with connect(destination, settings=settings) as conn:
+        if dataset is Dataset.ORDERS:
+            _check_close_shares(conn, target, spool, settings)
+        gate = gate or CommitGate()
+        for batch in spool:
+            with gate.commit(f"run {report.run_id}"), conn.transaction():
+                counts = _load_batch(conn, target, dataset, batch, report.run_id, settings)
+                committed = Counts(**asdict(report.totals))
+                committed.add(counts)
+                notes = report.notes + [n for n in getattr(batch, "notes", ()) if n not in report.notes]
+                finish_run(conn, target, run_id=report.run_id, status="running", counts=asdict(committed), notes=notes)
+            _committed(report, batch, counts, notes, progress)
+        report.status = "succeeded"
+        report.seconds = time.monotonic() - started
+        finish_run(conn, target, run_id=report.run_id, status="succeeded", counts=asdict(report.totals),
+                   notes=report.notes)
 
 
 def _committed(report: RunReport, batch, counts: Counts, notes: list[str], progress: Progress | None) -> None:
@@ -176,6 +168,28 @@ def _committed(report: RunReport, batch, counts: Counts, notes: list[str], progr
     report.totals.add(counts)
     if progress is not None:
         progress(region, counts)
+
+
+def _fail_run(exc: BaseException, destination: str, target: Target, batches: Iterable, report: RunReport,
+              started: float, pulled: int, settings: EtlSettings) -> None:
+    """The report and the ledger row say ``failed`` with ``exc``; the source is stopped."""
+    report.status = "failed"
+    report.seconds = time.monotonic() - started
+    if isinstance(exc, EveflowError):
+        report.error = str(exc)
+    elif isinstance(exc, psycopg.Error):
+        report.error = f"load into {target} at {describe(destination)} failed: {one_line(exc, destination)}"
+    else:
+        report.error = f"{type(exc).__name__}: {one_line(exc, destination)}"
+    # Stop the source now (its fetch threads, HTTP session): the error's traceback keeps the
+    # suspended generator alive for as long as a caller (a retrying task) holds the error.
+    close = getattr(batches, "close", None)
+    if close is not None:
+        try:
+            close()
+        except Exception as close_exc:  # noqa: BLE001 - the original error matters more
+            log.warning("closing the source of run %s failed: %s", report.run_id, close_exc)
+    _record_failure(destination, target, report, pulled, settings)
 
 
 def _record_failure(destination: str, target: Target, report: RunReport, pulled: int,

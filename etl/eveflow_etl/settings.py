@@ -15,6 +15,8 @@ from pathlib import Path
 from pydantic import Field, HttpUrl, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from eveflow_etl import __version__
+
 
 def default_data_dir() -> Path:
     return Path.home() / ".eveflow"
@@ -111,8 +113,6 @@ class EtlSettings(BaseSettings):
 
     @property
     def user_agent(self) -> str:
-        from eveflow_etl import __version__
-
         return f"eveflow/{__version__} (+{self.contact})"
 
 

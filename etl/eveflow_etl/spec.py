@@ -15,6 +15,7 @@ messages that name the field and the fix.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import zoneinfo
@@ -316,8 +317,6 @@ class BackfillSpec(_Model):
     @field_validator("from_")
     @classmethod
     def _real_day(cls, value: str) -> str:
-        import datetime as dt
-
         try:
             day = dt.date.fromisoformat(value)
         except ValueError:

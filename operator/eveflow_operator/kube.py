@@ -14,6 +14,8 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
+from kubernetes import config
+from kubernetes.client import Configuration
 
 from eveflow_etl import __version__
 
@@ -75,9 +77,6 @@ class KubeApi:
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> KubeApi:
         """In-cluster credentials, else the kubeconfig (``kubeconfig``, or the default one)."""
-        from kubernetes import config
-        from kubernetes.client import Configuration
-
         cfg = Configuration()
         try:
             if kubeconfig:

@@ -1,14 +1,20 @@
-"""``eveflow operator``: kopf's ``run`` with our own handler registry and the settings' options.
+"""The operator's one entry point, behind ``eveflow operator`` (the chart's and the image's
+command too): kopf's ``run`` with our own handler registry and the settings' options.
 
 Our handlers live in a private registry rather than kopf's default one: importing Prefect loads
 prefect-kubernetes, whose observer registers kopf handlers of its own on the default registry
-at import time -- they must not run inside this operator.
+at import time -- they must not run inside this operator. That is also why there is no module
+for plain ``kopf run -m``: it would serve the default registry, observer included.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import kopf
+from kopf._core.intents.registries import SmartOperatorRegistry  # with kopf's login handlers
+
+from eveflow_operator.handlers import register, warm_up
 from eveflow_operator.settings import OperatorSettings, load_settings
 
 
@@ -21,22 +27,14 @@ def kopf_options(settings: OperatorSettings) -> dict[str, Any]:
     return options
 
 
-def build_registry(settings: OperatorSettings) -> Any:
-    import kopf
-    from kopf._core.intents.registries import SmartOperatorRegistry  # with kopf's login handlers
-
-    from eveflow_operator.handlers import register, warm_up
-
+def build_registry(settings: OperatorSettings) -> kopf.OperatorRegistry:
     warm_up()
     registry = SmartOperatorRegistry()
     register(settings, registry)
-    assert isinstance(registry, kopf.OperatorRegistry)
     return registry
 
 
 def run_operator(*, verbose: bool = False, debug: bool = False) -> int:
-    import kopf
-
     settings = load_settings()  # bad EVEFLOW_OPERATOR_* values fail here, before kopf starts
     kopf.configure(verbose=verbose, debug=debug)
     kopf.run(registry=build_registry(settings), **kopf_options(settings))

@@ -8,6 +8,9 @@ from typing import Optional
 import typer
 
 from eveflow_etl.cli.app import app, dev_app  # noqa: F401
+from eveflow_etl.orchestration.demo import DemoOptions, parse_regions, run_demo
+from eveflow_etl.orchestration.demo_report import Reporter
+from eveflow_etl.settings import EtlSettings
 
 
 @app.command("demo")
@@ -23,10 +26,6 @@ def demo(
     timeout: float = typer.Option(600, "--timeout", min=10, help="Seconds to wait for the flow run."),
 ) -> None:
     """Start Prefect, PostgreSQL and a local ESI server, apply examples/pipeline.yaml, run it once."""
-    from eveflow_etl.orchestration.demo import DemoOptions, parse_regions, run_demo
-    from eveflow_etl.orchestration.demo_report import Reporter
-    from eveflow_etl.settings import EtlSettings
-
     directory = data_dir or EtlSettings().data_dir
     run_demo(DemoOptions(data_dir=directory, keep=keep, regions=parse_regions(regions), port=port,
                          timeout_seconds=timeout), Reporter())

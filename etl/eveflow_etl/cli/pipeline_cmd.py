@@ -88,6 +88,7 @@ def _call(operation, file: Path, api_url: str | None, namespace: str | None):
 def apply_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTION,
                   namespace: str | None = NAMESPACE_OPTION) -> None:
     """Create or update the pipeline's work pool, deployments and schedules in Prefect."""
+    # Imported per command: the sync library (httpx) would add ~100 ms to every `eveflow` start (`--help`).
     from eveflow_etl.orchestration.sync import sync_pipeline
 
     print_result(*_call(sync_pipeline, file, api_url, namespace), "applied")
@@ -97,7 +98,7 @@ def apply_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTION
 def status_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTION,
                    namespace: str | None = NAMESPACE_OPTION) -> None:
     """Show what Prefect has for the pipeline (reads only)."""
-    from eveflow_etl.orchestration.sync import read_status
+    from eveflow_etl.orchestration.sync import read_status  # ~100 ms at the top: see apply_command
 
     print_result(*_call(read_status, file, api_url, namespace), "status")
 
@@ -106,7 +107,7 @@ def status_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTIO
 def delete_command(file: Path = FILE_OPTION, api_url: str | None = API_URL_OPTION,
                    namespace: str | None = NAMESPACE_OPTION) -> None:
     """Delete the pipeline's deployments (deletionPolicy: Delete) and its pool when unused."""
-    from eveflow_etl.orchestration.sync import delete_pipeline
+    from eveflow_etl.orchestration.sync import delete_pipeline  # ~100 ms at the top: see apply_command
 
     pipeline, conn, result = _call(delete_pipeline, file, api_url, namespace)
     typer.echo(f"pipeline {pipeline.name} on {conn.describe()}: deleted ({pipeline.spec.deletion_policy})")

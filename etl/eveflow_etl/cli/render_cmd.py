@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from eveflow_etl.cli.app import app
-from eveflow_etl.render import Target
+from eveflow_etl.render import Target, render
+from eveflow_etl.spec import load_pipeline
 
 _NEXT_STEPS = {
     "spcs": [
@@ -34,9 +35,6 @@ def render_command(
     out: Path = typer.Option(..., "--out", "-o", help="Output directory; nothing is written outside it.", file_okay=False),
 ) -> None:
     """Render a pipeline for Snowflake SPCS or a VM (compose, systemd, prefect.yaml). Never writes secret values."""
-    from eveflow_etl.render import render
-    from eveflow_etl.spec import load_pipeline
-
     pipeline = load_pipeline(file)
     written = render(pipeline, target.value, out)
     root = out.resolve()

@@ -341,6 +341,7 @@ class EsiServer:
 
     @property
     def admin(self):
+        # Only the tests' admin client needs it: requests would add ~80 ms to every server start.
         from eveflow_etl.devservers.esi_admin import EsiAdmin
 
         return EsiAdmin(self.url)

@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import signal
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -31,10 +34,19 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from eveflow_etl.errors import ConfigError, PrefectError
 from eveflow_etl.orchestration.demo_report import Reporter, psql_command
+from eveflow_etl.orchestration.summary import rows_of_artifact
+from eveflow_etl.orchestration.types import PrefectConnection
 from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import ETL_FLOW_NAME, EvePipeline, parse_pipeline
+
+# The heavy imports sit in the functions that use them: every `eveflow` start (`--help` too)
+# imports this module for the demo command; at the top, Prefect would add ~2.5 s, the local ESI
+# server ~0.9 s, the worker ~190 ms, the sync library ~100 ms, psycopg and localpg ~50 ms. And
+# _warm_imports loads Prefect and the flows in a thread while the servers start.
 
 NAMESPACE = "demo"
 WORKER_NAME = "eveflow-demo"
@@ -62,8 +74,6 @@ class DemoResult:
 
 def demo_pipeline() -> EvePipeline:
     """The packaged example, writing to the demo's database (PG* variables of the worker)."""
-    import yaml
-
     text = resources.files("eveflow_etl").joinpath("examples/pipeline.yaml").read_text()
     document = yaml.safe_load(text)
     document["spec"]["destination"].update({"profile": "env"})
@@ -76,8 +86,6 @@ def _prefect_port(preferred: int) -> int:
     from eveflow_etl.orchestration.server import free_port
 
     if preferred:
-        import socket
-
         with socket.socket() as sock:
             # As the server will: a port in TIME_WAIT from the previous demo is free to use.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -185,8 +193,6 @@ def _stop_postgres(pg) -> None:
         return
     forget_dead_handles(pg.data_dir)
     with contextlib.suppress(OSError, ValueError):
-        import json
-
         if [p for p in json.loads((pg.data_dir / ".handle_pids.json").read_text()) if p != os.getpid()]:
             return  # another live process (an `eveflow etl run` on the local profile) still uses it
     with contextlib.suppress(psutil.Error):
@@ -204,7 +210,6 @@ def _stop_server_when_started(future) -> None:
 def _apply_and_run(pipeline: EvePipeline, regions: list[int], server, options: DemoOptions,
                    report: Reporter, stack: contextlib.ExitStack) -> DemoResult:
     from eveflow_etl.orchestration.sync import sync_pipeline
-    from eveflow_etl.orchestration.types import PrefectConnection
     from eveflow_etl.orchestration.worker import BackgroundWorker, WorkerOptions, apply_connection_env
 
     conn = PrefectConnection(api_url=server.api_url)
@@ -237,8 +242,6 @@ def _apply_and_run(pipeline: EvePipeline, regions: list[int], server, options: D
 
 def _quiet_prefect_loggers() -> None:
     """The worker's per-run INFO lines duplicate the demo's progress; keep warnings."""
-    import logging
-
     for name in ("prefect.flow_runs.worker", "prefect.workers", "prefect.worker"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -277,8 +280,6 @@ def _follow(run_id: str, regions: int, timeout: float, report: Reporter, worker)
 def _summary_rows(run_id: str, pipeline: EvePipeline) -> list[dict[str, Any]]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
-    from eveflow_etl.orchestration.summary import rows_of_artifact
 
     with get_client(sync_client=True) as client:
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))

@@ -32,7 +32,7 @@ _COMPARED = ("entrypoint", "parameters", "parameter_openapi_schema", "work_pool_
 @lru_cache(maxsize=4)
 def flow_parameter_schema(entrypoint: str) -> dict[str, Any]:
     """The OpenAPI schema of the flow's parameters, computed from the function itself."""
-    from prefect.utilities.importtools import import_object
+    from prefect.utilities.importtools import import_object  # Prefect: ~2.5 s off the sync library's import
 
     return import_object(entrypoint).parameters.model_dump_for_openapi()
 

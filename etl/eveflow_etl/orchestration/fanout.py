@@ -14,6 +14,15 @@ import time
 from typing import Any, Iterable
 from uuid import UUID
 
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterTags,
+)
+from prefect.states import Cancelled, Cancelling
+
 from eveflow_etl.orchestration.summary import COUNT_FIELDS, TOTAL_ROW, RegionOutcome, rows_of_artifact
 
 PARENT_TAG_PREFIX = "eveflow.dev/fan-out-parent:"
@@ -25,8 +34,6 @@ def parent_tag(flow_run_id: UUID | str) -> str:
 
 def cancel_flow_runs(client: Any, flow_run_ids: Iterable[UUID], reason: str) -> list[UUID]:
     """Cancel every run of ``flow_run_ids`` not already final; the ids actually cancelled."""
-    from prefect.states import Cancelled, Cancelling
-
     cancelled = []
     for run_id in flow_run_ids:
         state = client.read_flow_run(run_id).state
@@ -44,9 +51,6 @@ def cancel_flow_runs(client: Any, flow_run_ids: Iterable[UUID], reason: str) -> 
 
 def cancel_children(flow: Any, flow_run: Any, state: Any) -> None:
     """Flow hook (on cancellation, crash or failure): cancel the children this run left behind."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-
     with get_client(sync_client=True) as client:
         runs = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[parent_tag(flow_run.id)])))
@@ -57,9 +61,6 @@ def cancel_children(flow: Any, flow_run: Any, state: Any) -> None:
 def read_child_outcomes(children: dict[int, Any], timeout_seconds: float, poll_seconds: float = 2.0) -> list[RegionOutcome]:
     """Wait for fan-out child flow runs, cancel those not done by the deadline, then read each
     child's summary artifact."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-
     deadline = time.monotonic() + timeout_seconds
     states: dict[int, Any] = {}
     cancelled: set[int] = set()

@@ -19,6 +19,10 @@ import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
+from prefect.context import FlowRunContext
+from prefect.deployments import run_deployment
+from prefect.runtime import deployment as current_deployment
+from prefect.runtime import flow_run as current_flow_run
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -31,6 +35,7 @@ from eveflow_etl.orchestration.summary import (
 )
 from eveflow_etl.orchestration.fanout import cancel_children, parent_tag, read_child_outcomes
 from eveflow_etl.orchestration.backfill_task import run_backfill_task
+from eveflow_etl.settings import load_settings
 from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME
 
 # Deployments' entrypoints are module paths into this module (see deployments.py).
@@ -69,9 +74,11 @@ def load_region(
     table: str | None, pipeline_name: str,
 ) -> dict[str, int]:
     """Run the ETL engine for one region (it writes its own ledger row); return its counts."""
+    # Imported when the task runs: the operator imports this module (deployments.py reads the
+    # flows' parameter schemas), where the engine (pandas, pandera) would add ~0.5 s and its
+    # memory, destinations (psycopg) ~50 ms.
     from eveflow_etl.destinations import resolve_dsn
     from eveflow_etl.run import run_etl
-    from eveflow_etl.settings import load_settings
 
     settings = load_settings()
     report = run_etl(
@@ -152,9 +159,7 @@ _GATES_LOCK = threading.Lock()
 
 
 def _commit_gate() -> CommitGate:
-    from prefect.runtime import flow_run
-
-    key = str(flow_run.id or "")
+    key = str(current_flow_run.id or "")
     with _GATES_LOCK:
         return _GATES.setdefault(key, CommitGate())
 
@@ -162,8 +167,6 @@ def _commit_gate() -> CommitGate:
 def _abandon_running_tasks() -> None:
     """Over budget: let the flow end without waiting for the task threads still running; close
     the commit gate first, so none of them commits after the run reports them timed out."""
-    from prefect.context import FlowRunContext
-
     _commit_gate().close()
     context = FlowRunContext.get()
     if context is not None and isinstance(context.task_runner, _BudgetedThreadPoolTaskRunner):
@@ -173,10 +176,6 @@ def _abandon_running_tasks() -> None:
 def _fan_out(regions: list[int], common: dict[str, Any], retries: int, retry_delay_seconds: int,
              timeout_seconds: int) -> list[RegionOutcome]:
     """One flow run per region of this run's deployment, started together, then awaited."""
-    from prefect.deployments import run_deployment
-    from prefect.runtime import deployment as current_deployment
-    from prefect.runtime import flow_run as current_flow_run
-
     logger = get_run_logger()
     name = current_deployment.name
     if not name:
@@ -226,7 +225,7 @@ def eve_maintenance(
 ) -> dict[str, int]:
     """Prune quarantine and ledger rows older than ``retention_days`` and orders closed more than
     ``closed_order_retention_days`` ago, ANALYZE, trim the ESI cache."""
-    from eveflow_etl.orchestration.maintenance import run_maintenance
+    from eveflow_etl.orchestration.maintenance import run_maintenance  # psycopg: ~90 ms in the operator
 
     result = run_maintenance(destination=destination, schema=db_schema, table=table, source=source,
                              retention_days=retention_days, cache_max_age_days=cache_max_age_days,

@@ -8,10 +8,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psycopg
 from psycopg import sql
 
 from eveflow_etl.datasets import SourceKind
+from eveflow_etl.destinations import connect, describe, one_line, resolve_dsn
+from eveflow_etl.errors import DestinationError
 from eveflow_etl.esi.cache import evict
+from eveflow_etl.load.ddl import LEDGER_TABLE, QUARANTINE_SUFFIX
+from eveflow_etl.settings import load_settings
 
 
 def prune_and_analyze(dsn: str, schema: str, table: str, retention_days: int,
@@ -23,11 +28,6 @@ def prune_and_analyze(dsn: str, schema: str, table: str, retention_days: int,
     connect timeout and the session bounds of every ETL connection; a failure is one
     :class:`~eveflow_etl.errors.DestinationError` line without the password.
     """
-    import psycopg
-
-    from eveflow_etl.destinations import connect, describe, one_line
-    from eveflow_etl.errors import DestinationError
-
     try:
         return _prune_and_analyze(connect(dsn, autocommit=True), schema, table, retention_days,
                                   closed_order_retention_days)
@@ -38,8 +38,6 @@ def prune_and_analyze(dsn: str, schema: str, table: str, retention_days: int,
 
 def _prune_and_analyze(conn, schema: str, table: str, retention_days: int,
                        closed_order_retention_days: int) -> dict[str, int]:
-    from eveflow_etl.load.ddl import LEDGER_TABLE, QUARANTINE_SUFFIX
-
     quarantine = table + QUARANTINE_SUFFIX
     result = {"quarantine_pruned": 0, "ledger_pruned": 0, "closed_orders_pruned": 0, "analyzed": 0}
     with conn:
@@ -88,9 +86,6 @@ def trim_cache(cache_dir: Path, max_age_days: int) -> int:
 def run_maintenance(*, destination: str, schema: str, table: str | None, source: str, retention_days: int,
                     cache_max_age_days: int, pipeline_name: str,
                     closed_order_retention_days: int = 90) -> dict[str, int]:
-    from eveflow_etl.destinations import resolve_dsn
-    from eveflow_etl.settings import load_settings
-
     settings = load_settings()
     table = table or SourceKind(source).default_table
     result = prune_and_analyze(resolve_dsn(destination, None, settings), schema, table, retention_days,

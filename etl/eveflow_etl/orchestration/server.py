@@ -8,7 +8,6 @@ The server runs in its own process group so :meth:`PrefectServer.stop` ends it a
 
 from __future__ import annotations
 
-import base64
 import os
 import signal
 import socket
@@ -21,6 +20,7 @@ from pathlib import Path
 import httpx
 
 from eveflow_etl.errors import PrefectError
+from eveflow_etl.orchestration.client import basic_auth_header
 
 # Variables of the caller's own Prefect profile that must not leak into the server or its clients.
 _CLIENT_VARS = ("PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_API_AUTH_STRING", "PREFECT_PROFILE")
@@ -30,10 +30,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def basic_auth_header(auth_string: str) -> str:
-    return "Basic " + base64.b64encode(auth_string.encode()).decode()
 
 
 @dataclass
@@ -117,6 +113,23 @@ def start_prefect_server(
     home.mkdir(parents=True, exist_ok=True)
     port = port or free_port(host)
     api_url = f"http://{host}:{port}/api"
+    log_path = home / "server.log"
+    started = time.monotonic()
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            _server_command(host, port), env=_server_env(home, api_url, ui, auth_string, extra_env),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+    server = PrefectServer(api_url=api_url, home=home, port=port, auth_string=auth_string,
+                           log_path=log_path, process=proc)
+    _wait_until_healthy(server, deadline=started + timeout, timeout=timeout)
+    server.start_seconds = time.monotonic() - started
+    return server
+
+
+def _server_env(home: Path, api_url: str, ui: bool, auth_string: str | None,
+                extra_env: dict[str, str] | None) -> dict[str, str]:
+    """The server's environment: ours without the caller's Prefect profile, plus its own settings."""
     env = {k: v for k, v in os.environ.items() if k not in _CLIENT_VARS}
     env.update(
         {
@@ -132,20 +145,21 @@ def start_prefect_server(
         env["PREFECT_SERVER_API_AUTH_STRING"] = auth_string
         env["PREFECT_API_AUTH_STRING"] = auth_string
     env.update(extra_env or {})
+    return env
+
+
+def _server_command(host: str, port: int) -> list[str]:
+    """``prefect server start`` in the foreground, preferably from our own interpreter's venv."""
     prefect_bin = Path(sys.executable).with_name("prefect")
-    command = [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start",
-               "--host", host, "--port", str(port), "--analytics-off", "--no-background"]
-    log_path = home / "server.log"
-    started = time.monotonic()
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    server = PrefectServer(api_url=api_url, home=home, port=port, auth_string=auth_string,
-                           log_path=log_path, process=proc)
-    headers = {"Authorization": basic_auth_header(auth_string)} if auth_string else {}
-    deadline = started + timeout
+    return [str(prefect_bin) if prefect_bin.exists() else "prefect", "server", "start",
+            "--host", host, "--port", str(port), "--analytics-off", "--no-background"]
+
+
+def _wait_until_healthy(server: PrefectServer, *, deadline: float, timeout: float) -> None:
+    """Poll ``GET /api/health`` until it answers 200; raise :class:`PrefectError` naming the log
+    when the server exits first, or (after stopping it) when ``deadline`` passes."""
+    proc, api_url, log_path = server.process, server.api_url, server.log_path
+    headers = {"Authorization": basic_auth_header(server.auth_string)} if server.auth_string else {}
     while True:
         if proc.poll() is not None:
             raise PrefectError(
@@ -155,15 +169,13 @@ def start_prefect_server(
         try:
             response = httpx.get(f"{api_url}/health", headers=headers, timeout=2.0)
             if response.status_code == 200:
-                break
+                return
         except httpx.HTTPError:
             pass
         if time.monotonic() > deadline:
             server.stop()
             raise PrefectError(f"prefect server on {api_url} not healthy after {timeout:.0f} s; see {log_path}")
         time.sleep(0.25)
-    server.start_seconds = time.monotonic() - started
-    return server
 
 
 def _tail(path: Path, lines: int = 5) -> str:

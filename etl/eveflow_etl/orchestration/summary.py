@@ -78,6 +78,8 @@ def summary_text(rows: list[dict[str, Any]]) -> str:
 
 def publish_summary(outcomes: list[RegionOutcome], pipeline_name: str) -> str:
     """Create the run's table artifact; return the one-line summary."""
+    # Prefect (~2.6 s) only here: the sync library, hence `eveflow apply` and the operator, and the
+    # demo's report (every `eveflow` start) import this module for its pure functions.
     from prefect.artifacts import create_table_artifact
 
     rows = summary_rows(outcomes)

@@ -18,7 +18,7 @@ from eveflow_etl.orchestration import pools
 from eveflow_etl.orchestration.client import PrefectApi
 from eveflow_etl.orchestration.summary import artifact_key, totals_of_artifact
 from eveflow_etl.orchestration.types import DeleteResult, PrefectConnection, SyncResult
-from eveflow_etl.spec import ETL_FLOW_NAME, EvePipeline, RunSummary
+from eveflow_etl.spec import ETL_FLOW_NAME, MAINTENANCE_FLOW_NAME, EvePipeline, RunSummary
 
 _FINISHED_OR_RUNNING = ["COMPLETED", "FAILED", "CRASHED", "CANCELLED", "RUNNING"]
 
@@ -81,8 +81,6 @@ async def read_status(pipeline: EvePipeline, conn: PrefectConnection, *, namespa
         paused = []
         names = [(ETL_FLOW_NAME, pipeline.etl_deployment_name)]
         if pipeline.spec.maintenance.enabled:
-            from eveflow_etl.spec import MAINTENANCE_FLOW_NAME
-
             names.append((MAINTENANCE_FLOW_NAME, pipeline.maintenance_deployment_name))
         for flow_name, name in names:
             deployment = await deps.read_deployment(api, flow_name, name)

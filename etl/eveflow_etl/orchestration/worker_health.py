@@ -10,6 +10,16 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any, Callable
 
+from aiohttp import web
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Info,
+    generate_latest,
+)
+
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.types import PrefectConnection
 
@@ -27,8 +37,6 @@ class WorkerMonitor:
     """What the worker did, as Prometheus metrics and a health verdict. Thread-safe reads."""
 
     def __init__(self, options: WorkerOptions, conn: PrefectConnection, *, clock: Callable[[], float] = time.time):
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Info
-
         self._clock = clock
         poll = options.poll_seconds or _default_poll_seconds()
         self.stale_after = options.stale_after_seconds or max(30.0, 3 * poll)
@@ -129,12 +137,12 @@ class WorkerMonitor:
         return True, "ok"
 
     def metrics_text(self) -> bytes:
-        from prometheus_client import generate_latest
-
         return generate_latest(self.registry)
 
 
 def _default_poll_seconds() -> float:
+    # Prefect (~1.2 s more than this module) loads on first use, once the caller pointed PREFECT_*
+    # at the server (worker.apply_connection_env): its settings are read at import.
     from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
 
     return float(PREFECT_WORKER_QUERY_SECONDS.value())
@@ -142,9 +150,6 @@ def _default_poll_seconds() -> float:
 
 async def start_http(monitor: WorkerMonitor, host: str, port: int):
     """Serve ``/health`` and ``/metrics``; returns (runner, bound port)."""
-    from aiohttp import web
-    from prometheus_client import CONTENT_TYPE_LATEST
-
     async def health(_request: web.Request) -> web.Response:
         ok, why = monitor.health()
         return web.json_response({"status": "ok" if ok else "unavailable", "detail": why}, status=200 if ok else 503)

@@ -23,7 +23,7 @@ from eveflow_etl.plan import (
     worker_args,  # noqa: F401
 )
 from eveflow_etl.settings import EtlSettings
-from eveflow_etl.spec import EvePipeline, WorkPoolSpec
+from eveflow_etl.spec import EvePipeline, WorkPoolSpec, parse_pipeline
 
 DEFAULT_IMAGE = "eveflow:latest"
 CLOUD_API_HOST = "api.prefect.cloud"
@@ -63,8 +63,6 @@ SOURCE_URLS = {
 def check_renderable(pipeline: EvePipeline) -> EvePipeline:
     """Re-validate (a model built with ``model_construct`` skips validation) and refuse what no
     target can run: the embedded ``local`` database only exists on the demo machine."""
-    from eveflow_etl.spec import parse_pipeline
-
     document = pipeline.model_dump(mode="json", by_alias=True, exclude_none=True)
     pipeline = parse_pipeline(document, origin="pipeline")  # the name itself may be hostile: not echoed
     image = pipeline.spec.worker.image

@@ -119,6 +119,20 @@ def _docker_gid(required: bool) -> str:
 
 
 def build_compose(pipeline: EvePipeline) -> dict:
+    process_worker, docker_worker = _worker_services(pipeline)
+    return {
+        "services": {
+            "worker-process": process_worker,
+            "worker-docker": docker_worker,
+            **_single_box_services(),
+        },
+        "networks": {"default": {"name": network_name(pipeline)}},
+        "volumes": {"eveflow-data": {"name": data_volume_name(pipeline)}, "postgres-data": {}},
+    }
+
+
+def _worker_services(pipeline: EvePipeline) -> tuple[dict, dict]:
+    """The process and the docker worker; the one of the deployments' pool starts by default."""
     pools = pools_for(pipeline)
     queues = pipeline_plan(pipeline).worker_queues
     environment = worker_environment(pipeline)
@@ -149,46 +163,45 @@ def build_compose(pipeline: EvePipeline) -> dict:
         docker_worker["profiles"] = ["docker"]
     else:
         process_worker["profiles"] = ["process"]
+    return process_worker, docker_worker
+
+
+def _single_box_services() -> dict:
+    """``prefect-server`` and ``postgres``, started only with ``--profile single-box``."""
     # ${VAR:-}, not ${VAR:?}: compose interpolates services of inactive profiles too, and a
     # pipeline on Snowflake Postgres has no PG* variables (the postgres image refuses a blank
     # password by itself, with a clear message).
     db_login = {"POSTGRES_USER": "${PGUSER:-}", "POSTGRES_PASSWORD": "${PGPASSWORD:-}"}
     return {
-        "services": {
-            "worker-process": process_worker,
-            "worker-docker": docker_worker,
-            "prefect-server": {
-                "image": PREFECT_SERVER_IMAGE,
-                "profiles": ["single-box"],
-                "command": ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200"],
-                "environment": {
-                    "PREFECT_SERVER_DATABASE_DRIVER": "postgresql+asyncpg",
-                    "PREFECT_SERVER_DATABASE_HOST": "postgres",
-                    "PREFECT_SERVER_DATABASE_PORT": "5432",
-                    "PREFECT_SERVER_DATABASE_NAME": PREFECT_DATABASE,
-                    "PREFECT_SERVER_DATABASE_USER": db_login["POSTGRES_USER"],
-                    "PREFECT_SERVER_DATABASE_PASSWORD": db_login["POSTGRES_PASSWORD"],
-                },
-                "ports": ["127.0.0.1:4200:4200"],
-                "depends_on": {"postgres": {"condition": "service_healthy"}},
-                "restart": "unless-stopped",
+        "prefect-server": {
+            "image": PREFECT_SERVER_IMAGE,
+            "profiles": ["single-box"],
+            "command": ["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200"],
+            "environment": {
+                "PREFECT_SERVER_DATABASE_DRIVER": "postgresql+asyncpg",
+                "PREFECT_SERVER_DATABASE_HOST": "postgres",
+                "PREFECT_SERVER_DATABASE_PORT": "5432",
+                "PREFECT_SERVER_DATABASE_NAME": PREFECT_DATABASE,
+                "PREFECT_SERVER_DATABASE_USER": db_login["POSTGRES_USER"],
+                "PREFECT_SERVER_DATABASE_PASSWORD": db_login["POSTGRES_PASSWORD"],
             },
-            "postgres": {
-                "image": POSTGRES_IMAGE,
-                "profiles": ["single-box"],
-                "environment": dict(db_login, POSTGRES_DB="${PGDATABASE:-}"),
-                "volumes": ["postgres-data:/var/lib/postgresql/data", "./single-box/initdb:/docker-entrypoint-initdb.d:ro"],
-                "healthcheck": {
-                    "test": ["CMD-SHELL", "pg_isready -U \"$$POSTGRES_USER\" -d \"$$POSTGRES_DB\""],
-                    "interval": "10s",
-                    "timeout": "5s",
-                    "retries": 10,
-                },
-                "restart": "unless-stopped",
-            },
+            "ports": ["127.0.0.1:4200:4200"],
+            "depends_on": {"postgres": {"condition": "service_healthy"}},
+            "restart": "unless-stopped",
         },
-        "networks": {"default": {"name": network_name(pipeline)}},
-        "volumes": {"eveflow-data": {"name": data_volume_name(pipeline)}, "postgres-data": {}},
+        "postgres": {
+            "image": POSTGRES_IMAGE,
+            "profiles": ["single-box"],
+            "environment": dict(db_login, POSTGRES_DB="${PGDATABASE:-}"),
+            "volumes": ["postgres-data:/var/lib/postgresql/data", "./single-box/initdb:/docker-entrypoint-initdb.d:ro"],
+            "healthcheck": {
+                "test": ["CMD-SHELL", "pg_isready -U \"$$POSTGRES_USER\" -d \"$$POSTGRES_DB\""],
+                "interval": "10s",
+                "timeout": "5s",
+                "retries": 10,
+            },
+            "restart": "unless-stopped",
+        },
     }
 
 
@@ -248,7 +261,8 @@ def _schedule(api_schedule: dict) -> dict:
 def build_prefect_yaml(pipeline: EvePipeline) -> dict:
     """prefect.yaml for ``prefect deploy --all``: the very deployments ``eveflow apply`` creates
     (built by the Prefect sync library's ``desired_deployments``, not a second copy of it)."""
-    # Imported here: it loads the flows (for their parameter schema), which renders of SPCS skip.
+    # Imported here: it loads the flows (for their parameter schema), which renders of SPCS skip;
+    # the module alone would add ~200 ms to every `eveflow` start (the CLI imports render).
     from eveflow_etl.orchestration.deployments import desired_deployments
 
     deployments = []

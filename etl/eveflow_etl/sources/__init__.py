@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from eveflow_etl.datasets import SourceKind
+from eveflow_etl.esi import EsiClient
 from eveflow_etl.settings import EtlSettings
 
 
@@ -45,7 +46,7 @@ def fetch(source: SourceKind, regions: Sequence[int], types: Sequence[int] | Non
     and closed here otherwise. Raises :class:`~eveflow_etl.errors.SourceError` when a source
     fails for good.
     """
-    from eveflow_etl.esi import EsiClient
+    # Imported late: each source module imports SourceBatch from this one (a cycle at the top).
     from eveflow_etl.sources import esi_history, esi_orders, everef, mokaam
 
     source = SourceKind(source)
