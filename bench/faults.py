@@ -44,7 +44,7 @@ from psycopg import sql  # noqa: E402
 
 from eveflow_etl.devservers.esi_server import EsiServerConfig, serve_in_thread  # noqa: E402
 from eveflow_etl.errors import EveflowError  # noqa: E402
-from eveflow_etl.run import run_etl  # noqa: E402
+from eveflow_etl.etl_run import run_etl  # noqa: E402
 from eveflow_etl.settings import EtlSettings  # noqa: E402
 
 FORGE, DOMAIN = 10000002, 10000043

@@ -26,7 +26,7 @@ def child(dsn: str, rows: int, table: str) -> None:
     import pandas as pd
 
     from eveflow_etl.datasets import SourceKind
-    from eveflow_etl.run import run_etl
+    from eveflow_etl.etl_run import run_etl
     from eveflow_etl.settings import EtlSettings
     from eveflow_etl.sources import SourceBatch
 

@@ -23,7 +23,7 @@ from eveflow_operator.apply import owned
 from eveflow_operator.prefect_conn import SecretNotFound, build_connection
 from eveflow_operator.reconcile import EventSpec, Reconciler, pipeline_from_body
 from eveflow_operator.status import PREFECT_SYNCED, get_condition
-from eveflow_operator.worker import build_worker_deployment, worker_replicas
+from eveflow_operator.worker_deployment import build_worker_deployment, worker_replicas
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from eveflow_etl.spec import EvePipeline
 
 from eveflow_operator.rbac import build_role_binding, build_service_account, jobs_namespace, needs_role
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import build_worker_deployment
+from eveflow_operator.worker_deployment import build_worker_deployment
 
 
 def build_children(pipeline: EvePipeline, settings: OperatorSettings, namespace: str, *,

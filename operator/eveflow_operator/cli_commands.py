@@ -22,6 +22,6 @@ def operator_command(
 ) -> None:
     """Run the EvePipeline operator (wraps `kopf run`; settings from EVEFLOW_OPERATOR_* variables)."""
     # Imported here: kopf and the handlers add ~1.6 s to every other command's start (`--help`).
-    from eveflow_operator.runner import run_operator
+    from eveflow_operator.entrypoint import run_operator
 
     raise SystemExit(run_operator(verbose=verbose, debug=debug))

@@ -1,7 +1,7 @@
 """kopf handlers: register, delegate to the Reconciler, map outcomes to Events/metrics/errors.
 
 Nothing is registered at import: :func:`register` is called with settings already loaded
-(by ``eveflow_operator.runner``), so decorator arguments such as the resync
+(by ``eveflow_operator.entrypoint``), so decorator arguments such as the resync
 period come from the environment the operator was started with.
 """
 

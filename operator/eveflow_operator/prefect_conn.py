@@ -14,7 +14,7 @@ from eveflow_etl.spec import EvePipeline, SecretKeyRef
 
 from eveflow_operator.boundary import PREFECT_CREDENTIALS_OPT_IN, opted_in
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import operator_plan
+from eveflow_operator.worker_deployment import operator_plan
 
 ReadSecret = Callable[[str, str], Awaitable[dict | None]]  # (namespace, name) -> Secret or None
 # (namespace, name) -> the Secret's metadata only (no values), or None

@@ -26,7 +26,7 @@ from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import EvePipeline
 
 from eveflow_operator.labels import PIPELINE_NAMESPACE_LABEL, child_labels
-from eveflow_operator.worker import worker_name
+from eveflow_operator.worker_deployment import worker_name
 
 # The chart's worker ClusterRole holds exactly these (tests/chart compares the two).
 WORKER_RULES: list[dict[str, Any]] = [

@@ -84,7 +84,7 @@ from eveflow_operator.status import (
     reduce_worker,
     status_patch,
 )
-from eveflow_operator.worker import worker_name, worker_replicas
+from eveflow_operator.worker_deployment import worker_name, worker_replicas
 
 # Problems the user must fix in the spec: no retries (PermanentError); a new generation retries.
 PERMANENT = {INVALID_SPEC, PREFECT_REJECTED}

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from eveflow_operator import entrypoint
 from eveflow_operator import metrics as operator_metrics
 from eveflow_operator.rbac import WORKER_RULES
-from eveflow_operator import runner
 from eveflow_operator.settings import OperatorSettings
 
 from .conftest import CHART, RELEASE, ROOT, Helm, by_kind, one, values_files
@@ -24,13 +24,8 @@ pytestmark = pytest.mark.helm
 
 def _kopf_run(settings: OperatorSettings) -> tuple[str | None, bool, list[str]]:
     """(liveness endpoint, cluster-wide?, namespaces) that `eveflow operator` gives kopf."""
-    if hasattr(runner, "kopf_options"):
-        options = runner.kopf_options(settings)
-        return options.get("liveness_endpoint"), options["clusterwide"], list(options["namespaces"])
-    argv = runner.kopf_argv(settings)  # the earlier `kopf run` command-line form
-    liveness = argv[argv.index("--liveness") + 1] if "--liveness" in argv else None
-    namespaces = [argv[i + 1] for i, a in enumerate(argv) if a == "--namespace"]
-    return liveness, "--all-namespaces" in argv, namespaces
+    options = entrypoint.kopf_options(settings)
+    return options.get("liveness_endpoint"), options["clusterwide"], list(options["namespaces"])
 
 
 def _operator_container(manifests: list[dict]) -> dict:

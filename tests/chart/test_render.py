@@ -90,7 +90,7 @@ def _check_pod_monitor(monitor: dict) -> None:
     """The PodMonitor selects the worker pods the operator builds, on their metrics port."""
     from eveflow_etl.spec import parse_pipeline as parse
     from eveflow_operator.settings import OperatorSettings
-    from eveflow_operator.worker import build_worker_deployment
+    from eveflow_operator.worker_deployment import build_worker_deployment
 
     pipeline = parse(yaml.safe_load((ROOT / "examples" / "pipeline.yaml").read_text()))
     worker = build_worker_deployment(pipeline, OperatorSettings(), "eve-data")

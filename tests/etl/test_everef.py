@@ -22,7 +22,7 @@ from eveflow_etl.devservers import esi_data
 from eveflow_etl.errors import SourceError
 from eveflow_etl.esi import EsiClient
 from eveflow_etl.orchestration.maintenance import trim_cache
-from eveflow_etl.run import run_etl
+from eveflow_etl.etl_run import run_etl
 from eveflow_etl.sources import fetch
 from eveflow_etl.sources.everef import everef_url
 from eveflow_etl.sources.everef_cache import EverefCache

@@ -15,7 +15,7 @@ import pytest
 from eveflow_etl.datasets import SourceKind
 from eveflow_etl.devservers import esi_data as data
 from eveflow_etl.errors import SourceError
-from eveflow_etl.run import run_etl
+from eveflow_etl.etl_run import run_etl
 from eveflow_etl.sources import fetch
 from eveflow_etl.sources.esi_orders import ORDER_COLUMNS
 

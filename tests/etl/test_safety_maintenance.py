@@ -10,7 +10,7 @@ import pytest
 
 from eveflow_etl.errors import DestinationError
 from eveflow_etl.orchestration.maintenance import prune_and_analyze
-from eveflow_etl.run import run_etl
+from eveflow_etl.etl_run import run_etl
 from eveflow_etl.settings import EtlSettings
 
 from tests.etl.helpers import Batch, orders_frame

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 
 from eveflow_etl.errors import SourceError
-from eveflow_etl.run import run_etl
+from eveflow_etl.etl_run import run_etl
 from eveflow_etl.settings import EtlSettings
 
 from tests.etl.helpers import Batch, orders_frame

@@ -13,7 +13,7 @@ from eveflow_etl.orchestration.types import PrefectConnection
 from eveflow_etl.spec import AutoscalingSpec, parse_pipeline
 from eveflow_operator.autoscale import HOLDING, SCALED_DOWN, SCALED_UP, STEADY, SUSPENDED, decide
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import build_worker_deployment, worker_command
+from eveflow_operator.worker_deployment import build_worker_deployment, worker_command
 
 AUTO = AutoscalingSpec(min_replicas=0, max_replicas=3, runs_per_replica=1, scale_down_delay_seconds=60)
 AUTO2 = AutoscalingSpec(min_replicas=1, max_replicas=4, runs_per_replica=2, scale_down_delay_seconds=0)

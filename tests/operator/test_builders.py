@@ -21,9 +21,9 @@ from eveflow_operator.rbac import (
     rbac_name,
     stale_rbac,
 )
-from eveflow_operator.runner import kopf_options
+from eveflow_operator.entrypoint import kopf_options
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import OBSERVER_NAMESPACES_ENV, build_worker_deployment
+from eveflow_operator.worker_deployment import OBSERVER_NAMESPACES_ENV, build_worker_deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = OperatorSettings(worker_image="example.org/eveflow:1.2.3", prefect_api_url="http://prefect:4200/api")
@@ -206,7 +206,7 @@ def test_kopf_options() -> None:
 
 def test_registry_holds_only_our_handlers() -> None:
     import eveflow_etl.orchestration.sync  # noqa: F401  (imports Prefect, as the operator does)
-    from eveflow_operator.runner import build_registry
+    from eveflow_operator.entrypoint import build_registry
 
     registry = build_registry(OperatorSettings())
     names = {h.id for h in registry._changing.get_all_handlers()} if hasattr(registry, "_changing") else set()

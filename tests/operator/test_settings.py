@@ -11,7 +11,7 @@ from tests.fixtures.urls import PREFECT_URL_SAMPLES
 
 
 def _start_operator(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    from eveflow_operator import runner
+    from eveflow_operator import entrypoint
     from eveflow_operator.cli import app  # the console script's app, with the operator commands
 
     from eveflow_etl.cli import run
@@ -19,7 +19,7 @@ def _start_operator(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtu
     def _started(*_: object) -> None:
         raise AssertionError("the operator started with these settings")
 
-    monkeypatch.setattr(runner, "build_registry", _started)
+    monkeypatch.setattr(entrypoint, "build_registry", _started)
     assert app is not None
     code = run(["operator"])
     return code, capsys.readouterr().err

@@ -167,7 +167,7 @@ def test_a_run_past_its_time_budget_ends_failed_naming_the_unfinished_region(
 
     # The budget leaves the fast region room on a cold, loaded CI machine (4 s did not); the
     # engine's imports (pandas, pandera) are done before the clock starts, as in a warm worker.
-    import eveflow_etl.run  # noqa: F401
+    import eveflow_etl.etl_run  # noqa: F401
 
     fast, slow, budget, delay = 10000002, 10000043, 6, 12
     for key, value in {**pg_env(pg_dsn), "EVEFLOW_ESI_BASE_URL": esi_server.esi_base_url,

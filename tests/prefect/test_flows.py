@@ -103,7 +103,7 @@ def test_a_failed_region_does_not_stop_the_others(prefect_server, monkeypatch, t
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, PREFECT_LOGGING_TO_API_ENABLED, temporary_settings
 
     from eveflow_etl.orchestration import flows
-    from eveflow_etl.run import Counts, RunReport
+    from eveflow_etl.etl_run import Counts, RunReport
 
     def fake_run_etl(source, regions, types, destination, **kwargs):
         if regions == [10000043]:
@@ -117,7 +117,7 @@ def test_a_failed_region_does_not_stop_the_others(prefect_server, monkeypatch, t
     from prefect.logging.configuration import setup_logging
 
     setup_logging(incremental=False)
-    monkeypatch.setattr("eveflow_etl.run.run_etl", fake_run_etl)
+    monkeypatch.setattr("eveflow_etl.etl_run.run_etl", fake_run_etl)
     monkeypatch.setattr("eveflow_etl.destinations.resolve_dsn", lambda *a, **k: "dbname=unused")
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url, PREFECT_HOME: str(tmp_path),
                              PREFECT_LOGGING_TO_API_ENABLED: False}):

@@ -14,7 +14,7 @@ from eveflow_etl.orchestration.deployments import flow_run_job_variables
 from eveflow_etl.orchestration.pools import new_pool_template
 from eveflow_etl.spec import load_pipeline, parse_pipeline
 from eveflow_operator.settings import OperatorSettings
-from eveflow_operator.worker import build_worker_deployment
+from eveflow_operator.worker_deployment import build_worker_deployment
 from tests.spec.test_spec import ROOT
 
 KUBERNETES = ROOT / "examples" / "pipeline-kubernetes.yaml"

@@ -9,7 +9,7 @@ from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.server import free_port
 from eveflow_etl.orchestration.sync import sync_pipeline
 from eveflow_etl.orchestration.types import PrefectAuthError, PrefectConnection, PrefectUnavailable, redact_url
-from eveflow_etl.orchestration.worker import check_api, connection_from_env
+from eveflow_etl.orchestration.worker_process import check_api, connection_from_env
 from eveflow_etl.spec import parse_pipeline
 from tests.fixtures.prefect import pipeline_document
 

@@ -168,7 +168,7 @@ def test_not_a_prefect_api_and_bad_type_are_one_line(prefect_server, prefect_cli
 def test_health_verdict_follows_polls_and_heartbeats():
     """The monitor's rules without a server: connected, polling, and recently."""
     from eveflow_etl.orchestration.types import PrefectConnection
-    from eveflow_etl.orchestration.worker import WorkerOptions
+    from eveflow_etl.orchestration.worker_process import WorkerOptions
     from eveflow_etl.orchestration.worker_health import WorkerMonitor
 
     now = [1000.0]

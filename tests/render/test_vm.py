@@ -278,7 +278,7 @@ def test_a_worker_without_chosen_queues_polls_the_spec_pools_queues_everywhere(t
     from eveflow_etl.render import render
     from eveflow_etl.spec import load_pipeline
     from eveflow_operator.settings import OperatorSettings
-    from eveflow_operator.worker import build_worker_deployment
+    from eveflow_operator.worker_deployment import build_worker_deployment
 
     pipeline = load_pipeline(PIPELINES["self-hosted"])
     worker = pipeline.spec.worker.model_copy(update={"queues": []})

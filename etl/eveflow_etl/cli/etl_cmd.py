@@ -51,7 +51,7 @@ def run(
     # run (pandas, pandera) costs ~1.1 s there, destinations and ddl (psycopg) ~50 ms.
     from eveflow_etl.destinations import resolve_dsn
     from eveflow_etl.load.ddl import Target
-    from eveflow_etl.run import run_etl
+    from eveflow_etl.etl_run import run_etl
 
     try:
         kind = SourceKind(source)

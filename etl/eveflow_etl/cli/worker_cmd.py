@@ -41,7 +41,7 @@ def worker(
 ) -> None:
     """Run a Prefect worker. Credentials: PREFECT_API_KEY (Cloud) or PREFECT_API_AUTH_STRING."""
     # Imported here: the worker module (httpx, rich) adds ~190 ms to every `eveflow` start.
-    from eveflow_etl.orchestration.worker import WorkerOptions, connection_from_env, run_worker
+    from eveflow_etl.orchestration.worker_process import WorkerOptions, connection_from_env, run_worker
 
     setup_logging(verbose)
     conn = connection_from_env(api_url)

@@ -210,7 +210,7 @@ def _stop_server_when_started(future) -> None:
 def _apply_and_run(pipeline: EvePipeline, regions: list[int], server, options: DemoOptions,
                    report: Reporter, stack: contextlib.ExitStack) -> DemoResult:
     from eveflow_etl.orchestration.sync import sync_pipeline
-    from eveflow_etl.orchestration.worker import BackgroundWorker, WorkerOptions, apply_connection_env
+    from eveflow_etl.orchestration.worker_process import BackgroundWorker, WorkerOptions, apply_connection_env
 
     conn = PrefectConnection(api_url=server.api_url)
     apply_connection_env(conn)

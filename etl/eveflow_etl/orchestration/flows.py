@@ -78,7 +78,7 @@ def load_region(
     # flows' parameter schemas), where the engine (pandas, pandera) would add ~0.5 s and its
     # memory, destinations (psycopg) ~50 ms.
     from eveflow_etl.destinations import resolve_dsn
-    from eveflow_etl.run import run_etl
+    from eveflow_etl.etl_run import run_etl
 
     settings = load_settings()
     report = run_etl(

@@ -24,7 +24,7 @@ from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.types import PrefectConnection
 
 if TYPE_CHECKING:  # avoids an import cycle with worker.py
-    from eveflow_etl.orchestration.worker import WorkerOptions
+    from eveflow_etl.orchestration.worker_process import WorkerOptions
 
 
 def reason_of(exc: BaseException) -> str:
