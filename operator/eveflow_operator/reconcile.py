@@ -26,6 +26,7 @@ from eveflow_etl.orchestration.types import (
     PrefectUnavailable,
     SyncResult,
 )
+from eveflow_etl.plan import pipeline_plan
 from eveflow_etl.spec import API_GROUP, API_VERSION, KIND, EvePipeline, parse_pipeline
 
 from eveflow_operator.apply import (
@@ -178,9 +179,10 @@ def pipeline_path(namespace: str, name: str) -> str:
 def with_worker_image(pipeline: EvePipeline, settings: OperatorSettings) -> EvePipeline:
     """The pipeline as synced to Prefect: flow-run Jobs of a kubernetes pool use the same image
     as the worker, which is the operator's default when the spec names none."""
-    if pipeline.spec.worker.image:
+    image = pipeline_plan(pipeline, default_image=settings.worker_image).worker_image
+    if pipeline.spec.worker.image == image:
         return pipeline
-    worker = pipeline.spec.worker.model_copy(update={"image": settings.worker_image})
+    worker = pipeline.spec.worker.model_copy(update={"image": image})
     return pipeline.model_copy(update={"spec": pipeline.spec.model_copy(update={"worker": worker})})
 
 
