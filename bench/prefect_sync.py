@@ -168,6 +168,7 @@ def main() -> None:
             wall, used = time.monotonic() - start, cpu()[0] - start_cpu
             sweep.append(f"  {concurrency:3d} at a time: {args.pipelines / wall:5.2f} pipelines/s, server CPU "
                          f"{used / args.pipelines:.3f} s per pipeline, busy {100 * used / wall:3.0f}% of the wall time")
+            print(sweep[-1], flush=True)
 
     n = args.pipelines
     print(f"\n{n} new pipelines, {args.concurrency} at a time, {sync_seconds:.1f} s wall (noisy, not a figure)")
