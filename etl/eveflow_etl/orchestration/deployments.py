@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 from eveflow_etl.orchestration.client import PrefectApi
 from eveflow_etl.orchestration.pools import build_base_job_template
@@ -193,7 +193,7 @@ async def ensure_flows(api: PrefectApi, flow_names: list[str], actions: list[str
 
 
 async def read_owned_deployment(api: PrefectApi, desired: DesiredDeployment,
-                                tagged: list[dict[str, Any]]) -> dict[str, Any] | None:
+                                tagged: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
     """The deployment ``desired`` names, or None; refused when another pipeline's tag is on it.
 
     ``tagged`` are the pipeline's deployments (:func:`find_pipeline_deployments`): one carrying
@@ -220,11 +220,11 @@ async def read_owned_deployment(api: PrefectApi, desired: DesiredDeployment,
 
 async def ensure_deployment(api: PrefectApi, desired: DesiredDeployment, observed: dict[str, Any] | None,
                             actions: list[str], flow_id: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
-    """Create (in ``flow_id``, from :func:`ensure_flows`) or update one deployment and its schedules
+    """Create (in ``flow_id``, else looked up by :func:`ensure_flows`) or update one deployment and its schedules
     (``observed``: as read by :func:`read_owned_deployment`). Returns (deployment, slug → schedule id)."""
     if observed is None:
         if flow_id is None:
-            raise ValueError(f"deployment {desired.name} is to be created: its flow's id is needed")
+            flow_id = (await ensure_flows(api, [desired.flow_name], actions))[desired.flow_name]
         # Created with its schedules in one call: there are no runs yet to lose.
         created = await api.write("POST", "/deployments/", {
             "name": desired.name, "flow_id": flow_id, **desired.body, "schedules": desired.schedules,
