@@ -40,7 +40,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from eveflow_etl.localpg import start_local_postgres  # noqa: E402
+from eveflow_etl.localpg import LocalServer, start_local_postgres  # noqa: E402
 from eveflow_etl.orchestration.server import free_port, start_prefect_server  # noqa: E402
 from tests.fixtures.prefect import CountingProxy  # noqa: E402
 
@@ -310,6 +310,7 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
             except OSError:
                 time.sleep(0.1)
         for size in sizes:
+            proxy.reset()
             if size == 1:
                 times, missing = [], 0
                 for i in range(5):
@@ -320,8 +321,11 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
                                                     for i in range(size)], max(180, size * 0.72))
             figures.ready[size] = times
             figures.timed_out[size] = missing
+            routes, count = proxy.routes(), len(times)
             print(f"  [{cluster.name}] {size} CR(s): apply->Ready p50={statistics.median(times):.2f}s "
-                  f"p95={p95(times):.2f}s max={max(times):.2f}s", flush=True)
+                  f"p95={p95(times):.2f}s max={max(times):.2f}s; Prefect requests per pipeline "
+                  f"{sum(routes.values()) / count:.1f}: " + ", ".join(
+                      f"{key} x{n / count:.1f}" for key, n in routes.most_common(12)), flush=True)
         figures.pipelines = 5 * (1 in sizes) + sum(s for s in sizes if s > 1)
 
         # Idle means every pipeline Ready and its last pass written (bounded: a backlog is reported).
@@ -360,10 +364,10 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
             operator.kill()
 
 
-def prefect_database_env(kind: str, stack: ExitStack) -> dict[str, str]:
-    """Server settings for Prefect's database (the local PostgreSQL is stopped by `stack`)."""
+def prefect_database_env(kind: str, stack: ExitStack) -> tuple[dict[str, str], LocalServer | None]:
+    """Server settings for Prefect's database, and the local PostgreSQL (stopped by `stack`)."""
     if kind == "sqlite":
-        return {}
+        return {}, None
     import psycopg
     from psycopg.conninfo import conninfo_to_dict
 
@@ -378,7 +382,7 @@ def prefect_database_env(kind: str, stack: ExitStack) -> dict[str, str]:
     where = f"?host={host}" if host.startswith("/") else ""
     netloc = "" if host.startswith("/") else f"{host}:{info.get('port', 5432)}"
     url = f"postgresql+asyncpg://{info.get('user', 'postgres')}@{netloc}/prefect{where}"
-    return {"PREFECT_API_DATABASE_CONNECTION_URL": url}
+    return {"PREFECT_API_DATABASE_CONNECTION_URL": url}, pg
 
 
 def main() -> None:
@@ -395,7 +399,7 @@ def main() -> None:
     results: dict[str, Figures] = {}
     with ExitStack() as stack:
         print(f"starting Prefect (database: {args.prefect_db}) ...", flush=True)
-        db_env = prefect_database_env(args.prefect_db, stack)
+        db_env, _ = prefect_database_env(args.prefect_db, stack)
         server = start_prefect_server(tmp / "prefect", ui=False,
                                       extra_env={"PREFECT_SERVER_SERVICES_LATE_RUNS_ENABLED": "false", **db_env})
         stack.callback(server.stop)

@@ -47,6 +47,9 @@ class OperatorSettings(BaseSettings):
     finalizer_max_retries: int = Field(default=5, ge=0, le=100)
     retry_backoff_seconds: float = Field(default=10.0, ge=0.1, le=3_600)
     # Prefect syncs running at once (a burst of new pipelines must not overload the Prefect API).
+    # Measured against one Prefect server (bench/prefect_sync.py --sweep 4,8,16,32): the same
+    # pipelines per second and server CPU per pipeline at each; its one process is the limit, and
+    # more syncs at once only make each wait longer there.
     max_concurrent_syncs: int = Field(default=8, ge=1, le=256)
     # Without peering (one replica, no leader election); the chart runs one replica.
     standalone: bool = True

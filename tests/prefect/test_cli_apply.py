@@ -73,8 +73,9 @@ def test_unreachable_prefect_fails_in_one_line_and_a_rerun_finishes(cli, prefect
     assert code == 5 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: Prefect API at http://127.0.0.1:9/api is unreachable")
 
-    # The server goes away half-way through an apply…
-    prefect_write_counter.fail_after_writes(4)
+    # The server goes away half-way through an apply (after the pool, its second queue and the
+    # first deployment)…
+    prefect_write_counter.fail_after_writes(3)
     code, out, err = cli("apply", "-f", path, "--api-url", prefect_write_counter.api_url)
     assert code == 5 and err.count("\n") == 1 and "unreachable" in err, err
     # …and comes back: the re-run finishes, without duplicates.

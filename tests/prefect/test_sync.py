@@ -86,6 +86,43 @@ async def test_first_sync_creates_everything_and_second_sync_makes_zero_writes(p
     assert status.next_run is not None or True  # the scheduler may not have run yet
 
 
+async def test_the_requests_a_new_pipeline_and_an_in_sync_resync_make(prefect_server, prefect_write_counter):
+    """The load a pipeline puts on the user's Prefect server, pinned: a new pipeline is read in
+    one query for its deployments and one per missing name, then created; nothing is read back.
+    A resync that finds everything in sync reads the deployments in one query, the pool and its
+    queues, and the last and next run; it writes nothing."""
+    from collections import Counter
+
+    name, pool = unique("cost"), unique("pool")
+    p = pipeline(name, pool)
+    conn = PrefectConnection(prefect_write_counter.api_url)
+    await sync_pipeline(pipeline(unique("first"), unique("pool")), conn)  # the server has eveflow's flows
+
+    prefect_write_counter.reset()
+    created = await sync_pipeline(p, conn)
+    assert prefect_write_counter.routes() == Counter({
+        "POST /deployments/filter": 1,  # the pipeline's deployments, by its tag: none yet
+        "GET /deployments/name/{flow}/{name}": 2,  # a namesake (adopted, or another pipeline's)?
+        "GET /work_pools/{name}": 1,
+        "POST /work_pools/": 1,
+        "POST /work_pools/{name}/queues/filter": 1,
+        "POST /work_pools/{name}/queues": 1,  # Prefect made the pool's "default" queue itself
+        "POST /flows/filter": 1,
+        "POST /deployments/": 2,  # each with its schedules
+    }), prefect_write_counter.routes()
+    assert created.writes == 4 and created.next_run is None and created.last_run is None
+
+    prefect_write_counter.reset()
+    again = await sync_pipeline(p, conn)
+    assert prefect_write_counter.routes() == Counter({
+        "POST /deployments/filter": 1,
+        "GET /work_pools/{name}": 1,
+        "POST /work_pools/{name}/queues/filter": 1,
+        "POST /flow_runs/filter": 2,  # the last run and the next one
+    }), prefect_write_counter.routes()
+    assert again.writes == 0 and again.deployment_ids == created.deployment_ids
+
+
 async def test_cron_change_patches_one_schedule_in_place_without_duplicate_runs(prefect_server, prefect_write_counter):
     name, pool = unique("cron"), unique("pool")
     conn = PrefectConnection(prefect_write_counter.api_url)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 from eveflow_etl.orchestration.client import PrefectApi
 from eveflow_etl.orchestration.pools import build_base_job_template
@@ -172,24 +172,32 @@ async def read_deployment(api: PrefectApi, flow_name: str, name: str) -> dict[st
     return await api.get(f"/deployments/name/{flow_name}/{name}", missing_ok=True)
 
 
-async def ensure_flow(api: PrefectApi, flow_name: str, actions: list[str]) -> str:
-    """The flow's id; created only when missing (``POST /flows/`` is an upsert, but a write)."""
-    existing = await api.get(f"/flows/name/{flow_name}", missing_ok=True)
-    if existing is not None:
-        return existing["id"]
-    created = await api.write("POST", "/flows/", {"name": flow_name})
-    actions.append(f"created flow {flow_name}")
-    return created["id"]
+async def ensure_flows(api: PrefectApi, flow_names: list[str], actions: list[str]) -> dict[str, str]:
+    """The flows' ids, read in one query; those missing are created (``POST /flows/`` is an
+    upsert, but a write)."""
+    found = await api.query("/flows/filter", {"flows": {"name": {"any_": flow_names}}})
+    ids = {flow["name"]: flow["id"] for flow in found}
+    for name in flow_names:
+        if name not in ids:
+            ids[name] = (await api.write("POST", "/flows/", {"name": name}))["id"]
+            actions.append(f"created flow {name}")
+    return ids
 
 
-async def read_owned_deployment(api: PrefectApi, desired: DesiredDeployment) -> dict[str, Any] | None:
+async def read_owned_deployment(api: PrefectApi, desired: DesiredDeployment,
+                                tagged: Sequence[dict[str, Any]] = ()) -> dict[str, Any] | None:
     """The deployment ``desired`` names, or None; refused when another pipeline's tag is on it.
 
-    Deployments are named after the pipeline, so a namesake in another namespace (or cluster) on
-    the same Prefect server would take this one over and the two would rewrite it on every pass.
-    A deployment without any pipeline tag (made by hand, or by an older eveflow) is adopted.
+    ``tagged`` are the pipeline's deployments (:func:`find_pipeline_deployments`): one carrying
+    the desired name is it (only eveflow tags a deployment as a pipeline's, with a name it gave),
+    read without a request; any other is read by name. Deployments are named after the pipeline,
+    so a namesake in another namespace (or cluster) on the same Prefect server would take this one
+    over and the two would rewrite it on every pass. A deployment without any pipeline tag (made
+    by hand, or by an older eveflow) is adopted.
     """
-    observed = await read_deployment(api, desired.flow_name, desired.name)
+    observed = next((d for d in tagged if d["name"] == desired.name), None)
+    if observed is None:
+        observed = await read_deployment(api, desired.flow_name, desired.name)
     ours = {t for t in desired.body["tags"] if t.startswith(PIPELINE_TAG_PREFIX)}
     owners = {t for t in (observed or {}).get("tags") or [] if t.startswith(PIPELINE_TAG_PREFIX)} - ours
     if owners:
@@ -203,11 +211,12 @@ async def read_owned_deployment(api: PrefectApi, desired: DesiredDeployment) -> 
 
 
 async def ensure_deployment(api: PrefectApi, desired: DesiredDeployment, observed: dict[str, Any] | None,
-                            actions: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Create or update one deployment and its schedules (``observed``: as read by
-    :func:`read_owned_deployment`). Returns (deployment, slug → schedule id)."""
+                            actions: list[str], flow_id: str | None = None) -> tuple[dict[str, Any], dict[str, str]]:
+    """Create (in ``flow_id``, else looked up by :func:`ensure_flows`) or update one deployment and its schedules
+    (``observed``: as read by :func:`read_owned_deployment`). Returns (deployment, slug → schedule id)."""
     if observed is None:
-        flow_id = await ensure_flow(api, desired.flow_name, actions)
+        if flow_id is None:
+            flow_id = (await ensure_flows(api, [desired.flow_name], actions))[desired.flow_name]
         # Created with its schedules in one call: there are no runs yet to lose.
         created = await api.write("POST", "/deployments/", {
             "name": desired.name, "flow_id": flow_id, **desired.body, "schedules": desired.schedules,

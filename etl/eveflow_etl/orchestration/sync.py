@@ -41,33 +41,35 @@ async def sync_pipeline(pipeline: EvePipeline, conn: PrefectConnection, *, names
     async with PrefectApi(conn) as api:
         try:
             # Read (and checked for another pipeline's ownership) before any write: a refused
-            # pipeline leaves the pool and the deployments as they were.
-            observed = {want.name: await deps.read_owned_deployment(api, want) for want in desired}
+            # pipeline leaves the pool and the deployments as they were. One query finds the
+            # pipeline's deployments; only those it lacks are read by name (none when in sync).
+            tagged = await deps.find_pipeline_deployments(api, pipeline, namespace)
+            observed = {want.name: await deps.read_owned_deployment(api, want, tagged) for want in desired}
             pool = await pools.ensure_pool(api, pipeline, namespace, result.actions)
             result.work_pool_id = pool.get("id")
             await pools.ensure_queues(api, pipeline, result.actions,
                                       owner=pools.is_owner(pool, pipeline, namespace))
+            to_create = [want.flow_name for want in desired if observed[want.name] is None]
+            flow_ids = await deps.ensure_flows(api, to_create, result.actions) if to_create else {}
             for want in desired:
-                deployment, schedule_ids = await deps.ensure_deployment(api, want, observed[want.name], result.actions)
+                deployment, schedule_ids = await deps.ensure_deployment(
+                    api, want, observed[want.name], result.actions, flow_ids.get(want.flow_name))
                 result.deployment_ids[want.name] = deployment["id"]
                 if want.flow_name == ETL_FLOW_NAME:
                     result.schedule_ids.update(schedule_ids)
                 else:
                     result.schedule_ids.update({f"{want.name}/{k}": v for k, v in schedule_ids.items()})
-            await _delete_unwanted(api, pipeline, namespace, {d.name for d in desired}, result.actions)
-            result.last_run, result.next_run = await _runs(api, pipeline, list(result.deployment_ids.values()))
+            wanted = {want.name for want in desired}
+            for deployment in tagged:  # the spec no longer has it (maintenance disabled)
+                if deployment["name"] not in wanted:
+                    await api.write("DELETE", f"/deployments/{deployment['id']}", missing_ok=True)
+                    result.actions.append(f"deleted deployment {deployment['name']} (no longer in the spec)")
+            # A deployment created just now has no runs yet: only the others are asked for theirs.
+            existing = {name: result.deployment_ids[name] for name, found in observed.items() if found is not None}
+            result.last_run, result.next_run = await _runs(api, pipeline, existing)
         finally:
             result.writes = api.writes
     return result
-
-
-async def _delete_unwanted(api: PrefectApi, pipeline: EvePipeline, namespace: str, wanted: set[str],
-                           actions: list[str]) -> None:
-    """Deployments tagged as this pipeline's that the spec no longer has (maintenance disabled)."""
-    for deployment in await deps.find_pipeline_deployments(api, pipeline, namespace):
-        if deployment["name"] not in wanted:
-            await api.write("DELETE", f"/deployments/{deployment['id']}", missing_ok=True)
-            actions.append(f"deleted deployment {deployment['name']} (no longer in the spec)")
 
 
 async def read_status(pipeline: EvePipeline, conn: PrefectConnection, *, namespace: str = "default") -> SyncResult:
@@ -94,7 +96,7 @@ async def read_status(pipeline: EvePipeline, conn: PrefectConnection, *, namespa
                 key = slug if flow_name == ETL_FLOW_NAME else f"{name}/{slug}"
                 result.schedule_ids[key] = schedule["id"]
         result.paused = bool(paused) and all(paused)
-        result.last_run, result.next_run = await _runs(api, pipeline, list(result.deployment_ids.values()))
+        result.last_run, result.next_run = await _runs(api, pipeline, result.deployment_ids)
         result.writes = api.writes
     return result
 
@@ -131,10 +133,12 @@ async def delete_pipeline(pipeline: EvePipeline, conn: PrefectConnection, *, nam
     return result
 
 
-async def _runs(api: PrefectApi, pipeline: EvePipeline, deployment_ids: list[str]) -> tuple[RunSummary | None, RunSummary | None]:
-    if not deployment_ids:
+async def _runs(api: PrefectApi, pipeline: EvePipeline,
+                deployments: dict[str, str]) -> tuple[RunSummary | None, RunSummary | None]:
+    """The last finished or running and the next scheduled run of ``deployments`` (name → id)."""
+    if not deployments:
         return None, None
-    base = {"deployments": {"id": {"any_": deployment_ids}}}
+    base = {"deployments": {"id": {"any_": list(deployments.values())}}}
     last = await api.query("/flow_runs/filter", {
         **base,
         "flow_runs": {"state": {"type": {"any_": _FINISHED_OR_RUNNING}},
@@ -145,19 +149,16 @@ async def _runs(api: PrefectApi, pipeline: EvePipeline, deployment_ids: list[str
         **base, "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
         "sort": "EXPECTED_START_TIME_ASC", "limit": 1,
     })
-    last_run = await _summary(api, pipeline, last[0], "start_time") if last else None
-    next_run = await _summary(api, pipeline, upcoming[0], "expected_start_time", artifacts=False) if upcoming else None
+    names = {deployment_id: name for name, deployment_id in deployments.items()}
+    last_run = await _summary(api, pipeline, last[0], "start_time", names) if last else None
+    next_run = await _summary(api, pipeline, upcoming[0], "expected_start_time", names, artifacts=False) if upcoming else None
     return last_run, next_run
 
 
 async def _summary(api: PrefectApi, pipeline: EvePipeline, run: dict[str, Any], time_field: str,
-                   artifacts: bool = True) -> RunSummary:
-    deployment_name = None
-    if run.get("deployment_id"):
-        deployment = await api.get(f"/deployments/{run['deployment_id']}", missing_ok=True)
-        deployment_name = deployment["name"] if deployment else None
+                   deployment_names: dict[str, str], artifacts: bool = True) -> RunSummary:
     summary = RunSummary(
-        flow_run_id=run["id"], deployment=deployment_name,
+        flow_run_id=run["id"], deployment=deployment_names.get(run.get("deployment_id") or ""),
         state=(run.get("state") or {}).get("name") or run.get("state_name"),
         time=run.get(time_field) or run.get("expected_start_time"),
     )
