@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 
 from collections import defaultdict
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -221,16 +221,25 @@ def validate(dataset: Dataset | str, frame: pd.DataFrame, run_id: str) -> tuple[
     return valid.reset_index(drop=True), quarantine
 
 
+def _quarantine_region(bad: pd.DataFrame) -> Any:
+    """The region a quarantined row names, where it is a whole number that fits the column; else
+    NA (the raw row keeps what was there: 'INF', 2**40 or 'abc' must not fail the quarantine)."""
+    if "region_id" not in bad.columns:
+        return pd.NA
+    region = pd.to_numeric(bad["region_id"], errors="coerce").astype("float64")
+    fits = region.between(-(2**31), 2**31 - 1) & (region % 1 == 0)
+    return region.where(fits).astype("Int32").to_numpy()
+
+
 def _quarantine_frame(frame: pd.DataFrame, reasons: dict[int, list[str]], run_id: str) -> pd.DataFrame:
     if not reasons:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in QUARANTINE_COLUMNS})
     idx = sorted(reasons)
     bad = frame.loc[idx]
     raw = bad.to_json(orient="records", lines=True, date_format="iso", default_handler=str).splitlines()
-    region = pd.to_numeric(bad["region_id"], errors="coerce") if "region_id" in bad.columns else None
     return pd.DataFrame({
         "run_id": run_id,
-        "region_id": region.astype("Int32").to_numpy() if region is not None else pd.NA,
+        "region_id": _quarantine_region(bad),
         "reason": ["; ".join(dict.fromkeys(reasons[i])) for i in idx],
         "raw": raw,
     })

@@ -15,7 +15,7 @@ import re
 
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
@@ -152,6 +152,11 @@ everef_cell = st.one_of(st.sampled_from(["", "1", "2025-01-02", "x", "-5", "1e3"
 @given(st.permutations(["average", "date", "highest", "lowest", "order_count", "volume", "region_id", "type_id",
                         "http_last_modified"]),
        st.lists(st.lists(everef_cell, min_size=9, max_size=9), max_size=6))
+# Found by this test: 'INF' parses as a float infinity, which the quarantine's region column
+# could not hold (OverflowError instead of a quarantined row).
+@example(header=["average", "date", "highest", "region_id", "order_count", "volume", "lowest", "type_id",
+                 "http_last_modified"],
+         rows=[[""] * 9, ["", "", "", "INF", "", "", "", "", ""]])
 def test_everef_files_in_any_column_order_with_any_cells_are_read_or_fail_in_one_line(header, rows):
     from eveflow_etl.sources.everef import _read_csv
 
