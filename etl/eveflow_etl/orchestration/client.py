@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import re
+import ssl
 import unicodedata
 from typing import Any
 
@@ -52,6 +54,15 @@ def auth_headers(conn: PrefectConnection) -> dict[str, str]:
     return {}
 
 
+@functools.cache
+def shared_tls_context() -> ssl.SSLContext:
+    """One TLS context for every PrefectApi of the process, made as httpx makes its default one
+    (certifi's CAs, SSL_CERT_FILE/SSL_CERT_DIR honoured). httpx parses the CA bundle again for
+    each client: ~19 ms of CPU and memory glibc rarely returns, and the operator makes a client per
+    sync and per autoscaling poll (1,000 pipelines: ~20 s of CPU, and RSS growth under load)."""
+    return httpx.create_ssl_context()
+
+
 class PrefectApi:
     """An async client of one Prefect API (server ``…/api`` or a Cloud workspace URL).
 
@@ -68,6 +79,7 @@ class PrefectApi:
             timeout = DEFAULT_TIMEOUT if seconds is None else httpx.Timeout(seconds, connect=min(5.0, seconds))
         self._http = httpx.AsyncClient(
             base_url=conn.api_url.rstrip("/") + "/",
+            verify=shared_tls_context(),
             headers={**auth_headers(conn), "Accept": "application/json"},
             timeout=timeout,
             transport=transport,
