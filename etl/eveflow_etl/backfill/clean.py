@@ -57,8 +57,8 @@ def clean_history(frame: pd.DataFrame) -> pd.DataFrame | None:
     if parsed is None or (parsed.isna() & modified.notna()).any():
         return None
     # The model's DateTime is nanoseconds; http_last_modified (not in the model) keeps its parse.
-    clean = pd.DataFrame({"region_id": out["region_id"], "type_id": out["type_id"], "date": date.to_numpy(dtype="datetime64[ns]"),
-                          "average": avg, "highest": hi, "lowest": lo, "order_count": out["order_count"],
+    clean = pd.DataFrame({"region_id": out["region_id"], "type_id": out["type_id"],
+                          "date": date.to_numpy(dtype="datetime64[ns]"), "average": avg, "highest": hi, "lowest": lo, "order_count": out["order_count"],
                           "volume": out["volume"], "http_last_modified": parsed.to_numpy()})
     if clean.duplicated(KEY).any():
         return None
