@@ -344,6 +344,7 @@ def main() -> None:
                         help="table layouts measured at scale (daily: the loader's; monthly: the one "
                              "before; single: one table); the first one is the RESULT's")
     parser.add_argument("--scale-repeat", type=int, default=3)
+    parser.add_argument("--only-scale", action="store_true", help="only the at-scale measurement (and upsert)")
     parser.add_argument("--upsert-rows", type=int, default=200_000)
     parser.add_argument("--skip-upsert", action="store_true")
     parser.add_argument("--workdir", type=Path, default=None, help="keep generated files here (reused)")
@@ -383,68 +384,72 @@ def main() -> None:
                   f"(decompress + COPY csv, unindexed)", flush=True)
             return rows / seconds
 
-        # jobs × executor at grid size.
-        grid = days[: args.grid_days]
-        best = None
-        for executor in args.executors.split(","):
-            for jobs in (int(j) for j in args.jobs.split(",")):
-                dsn, run_env = fresh("grid")
-                seconds, pss, res = run_measured(backfill_cmd(dsn, grid[0], grid[-1], jobs, executor), run_env)
+        jobs, executor = 2, "thread"  # --only-scale: the defaults
+        backfill_vs_limit = rerun_days = rerun_rows = float("nan")
+        rss = {args.days: float("nan"), args.small_days: float("nan")}
+        if not args.only_scale:
+            # jobs × executor at grid size.
+            grid = days[: args.grid_days]
+            best = None
+            for executor in args.executors.split(","):
+                for jobs in (int(j) for j in args.jobs.split(",")):
+                    dsn, run_env = fresh("grid")
+                    seconds, pss, res = run_measured(backfill_cmd(dsn, grid[0], grid[-1], jobs, executor), run_env)
+                    assert res.returncode == 0, res.stderr[-2000:]
+                    r = scalar(dsn, "SELECT count(*) FROM eve.market_history")
+                    print(f"  {executor:7s} --jobs {jobs}: {len(grid)} days, {r:,} rows in {seconds:.1f}s = "
+                          f"{r / seconds:,.0f} rows/s, peak PSS {pss / 2**20:.0f} MB")
+                    if best is None or r / seconds > best[0]:
+                        best = (r / seconds, jobs, executor)
+            _, jobs, executor = best
+            print(f"best: --jobs {jobs} --executor {executor}")
+
+            # Memory at two sizes; throughput at D against the limit, alternately --repeat times
+            # (the shared machine's load drifts over minutes: alternating keeps both sides under the
+            # same drift), best of each.
+            rss = {}
+            limit_rate = ours_rate = 0.0
+            sizes = [args.small_days] + [args.days] * args.repeat if args.small_days != args.days else [args.days] * args.repeat
+            for size in sizes:
+                if size == args.days:
+                    limit_rate = max(limit_rate, measure_limit())
+                sel = days[-size:]
+                dsn, run_env = fresh(f"d{size}")
+                seconds, pss, res = run_measured(backfill_cmd(dsn, sel[0], sel[-1], jobs, executor), run_env)
                 assert res.returncode == 0, res.stderr[-2000:]
                 r = scalar(dsn, "SELECT count(*) FROM eve.market_history")
-                print(f"  {executor:7s} --jobs {jobs}: {len(grid)} days, {r:,} rows in {seconds:.1f}s = "
-                      f"{r / seconds:,.0f} rows/s, peak PSS {pss / 2**20:.0f} MB")
-                if best is None or r / seconds > best[0]:
-                    best = (r / seconds, jobs, executor)
-        _, jobs, executor = best
-        print(f"best: --jobs {jobs} --executor {executor}")
+                rss[size] = max(rss.get(size, 0.0), pss / 2**20)
+                print(f"ours D={size}: {r:,} rows in {seconds:.1f}s = {r / seconds:,.0f} rows/s, peak PSS "
+                      f"{pss / 2**20:.0f} MB", flush=True)
+                if size == args.days and r / seconds > ours_rate:
+                    ours_rate, big_dsn, big_env = r / seconds, dsn, run_env
+            print(f"best of {args.repeat}: limit {limit_rate:,.0f} rows/s, ours {ours_rate:,.0f} rows/s", flush=True)
+            backfill_vs_limit = ours_rate / limit_rate
 
-        # Memory at two sizes; throughput at D against the limit, alternately --repeat times
-        # (the shared machine's load drifts over minutes: alternating keeps both sides under the
-        # same drift), best of each.
-        rss = {}
-        limit_rate = ours_rate = 0.0
-        sizes = [args.small_days] + [args.days] * args.repeat if args.small_days != args.days else [args.days] * args.repeat
-        for size in sizes:
-            if size == args.days:
-                limit_rate = max(limit_rate, measure_limit())
-            sel = days[-size:]
-            dsn, run_env = fresh(f"d{size}")
-            seconds, pss, res = run_measured(backfill_cmd(dsn, sel[0], sel[-1], jobs, executor), run_env)
+            # Re-run: nothing downloaded, nothing written.
+            before_dl = server.downloads()
+            started = dt.datetime.now(dt.UTC)
+            seconds, _, res = run_measured(backfill_cmd(big_dsn, days[0], days[-1], jobs, executor), big_env)
             assert res.returncode == 0, res.stderr[-2000:]
-            r = scalar(dsn, "SELECT count(*) FROM eve.market_history")
-            rss[size] = max(rss.get(size, 0.0), pss / 2**20)
-            print(f"ours D={size}: {r:,} rows in {seconds:.1f}s = {r / seconds:,.0f} rows/s, peak PSS "
-                  f"{pss / 2**20:.0f} MB", flush=True)
-            if size == args.days and r / seconds > ours_rate:
-                ours_rate, big_dsn, big_env = r / seconds, dsn, run_env
-        print(f"best of {args.repeat}: limit {limit_rate:,.0f} rows/s, ours {ours_rate:,.0f} rows/s", flush=True)
-        backfill_vs_limit = ours_rate / limit_rate
+            rerun_days = server.downloads() - before_dl
+            rerun_rows = scalar(big_dsn, "SELECT coalesce(sum(inserted + updated), 0) FROM eve.etl_runs "
+                                         "WHERE started_at >= %s", started)
+            print(f"re-run: {seconds:.1f}s, {rerun_days} days downloaded, {rerun_rows} rows written")
 
-        # Re-run: nothing downloaded, nothing written.
-        before_dl = server.downloads()
-        started = dt.datetime.now(dt.UTC)
-        seconds, _, res = run_measured(backfill_cmd(big_dsn, days[0], days[-1], jobs, executor), big_env)
-        assert res.returncode == 0, res.stderr[-2000:]
-        rerun_days = server.downloads() - before_dl
-        rerun_rows = scalar(big_dsn, "SELECT coalesce(sum(inserted + updated), 0) FROM eve.etl_runs "
-                                     "WHERE started_at >= %s", started)
-        print(f"re-run: {seconds:.1f}s, {rerun_days} days downloaded, {rerun_rows} rows written")
-
-        # Rewrite: one day changed on disk, its total too.
-        target = days[len(days) // 2]
-        _, rows_new = _write_day((str(root), target, types, 1, 5))
-        totals[target.isoformat()] = rows_new
-        write_totals(root, totals)
-        before_dl = server.downloads()
-        started = dt.datetime.now(dt.UTC)
-        seconds, _, res = run_measured(backfill_cmd(big_dsn, days[0], days[-1], jobs, executor), big_env)
-        assert res.returncode == 0, res.stderr[-2000:]
-        reloaded = [d.isoformat() for (d,) in psycopg.connect(big_dsn).execute(
-            "SELECT d.day FROM eve.everef_days d JOIN eve.etl_runs r USING (run_id) WHERE r.started_at >= %s",
-            (started,)).fetchall()]
-        print(f"rewrite of {target}: {seconds:.1f}s, reloaded {reloaded}, "
-              f"{server.downloads() - before_dl} days downloaded")
+            # Rewrite: one day changed on disk, its total too.
+            target = days[len(days) // 2]
+            _, rows_new = _write_day((str(root), target, types, 1, 5))
+            totals[target.isoformat()] = rows_new
+            write_totals(root, totals)
+            before_dl = server.downloads()
+            started = dt.datetime.now(dt.UTC)
+            seconds, _, res = run_measured(backfill_cmd(big_dsn, days[0], days[-1], jobs, executor), big_env)
+            assert res.returncode == 0, res.stderr[-2000:]
+            reloaded = [d.isoformat() for (d,) in psycopg.connect(big_dsn).execute(
+                "SELECT d.day FROM eve.everef_days d JOIN eve.etl_runs r USING (run_id) WHERE r.started_at >= %s",
+                (started,)).fetchall()]
+            print(f"rewrite of {target}: {seconds:.1f}s, reloaded {reloaded}, "
+                  f"{server.downloads() - before_dl} days downloaded")
 
         # At scale: the day into ≥ scale-rows rows vs into an empty table, per layout.
         ratios = {}
