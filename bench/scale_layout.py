@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -72,11 +74,49 @@ def case(conn, before: int, key: str, repeat: int, checkpoint: bool) -> tuple[fl
     return empty[0], full[0], empty[1], full[1], leaves
 
 
+def plan_costs(conn, layout: str, days: int, pairs: str, repeat: int) -> dict[str, tuple[float, float, int, int]]:
+    """A table over ``days`` days partitioned by ``layout`` (day | week | month), filled with the
+    ``pairs`` table's (region, type) pairs each day; for a (region, type) query over 30 days, 365
+    days and no date range: (median planning ms, median execution ms, partitions scanned, buffers)."""
+    conn.execute("DROP TABLE IF EXISTS hp")
+    conn.execute(f"CREATE TABLE hp ({COLUMNS}, PRIMARY KEY (region_id, type_id, date)) PARTITION BY RANGE (date)")
+    first = DAY - dt.timedelta(days=days - 1)
+    start, n = first, 0
+    while start <= DAY:
+        end = {"day": start + dt.timedelta(days=1), "week": start + dt.timedelta(days=7),
+               "month": (start.replace(day=1) + dt.timedelta(days=32)).replace(day=1)}[layout]
+        conn.execute(f"CREATE TABLE hp_{n} PARTITION OF hp FOR VALUES FROM ('{start}') TO ('{end}') "
+                     "WITH (fillfactor = 50)")
+        start, n = end, n + 1
+    conn.execute(f"INSERT INTO hp SELECT region_id, type_id, d::date, 1, 2, 0, 3, 4, now() FROM generate_series("
+                 f"%s::date, %s::date, '1 day') d CROSS JOIN {pairs}", (first, DAY))
+    conn.execute("VACUUM ANALYZE hp")
+    region, type_id = conn.execute(f"SELECT region_id, type_id FROM {pairs} LIMIT 1").fetchone()
+    out = {}
+    for label, lo in (("30 days", DAY - dt.timedelta(days=29)), ("365 days", DAY - dt.timedelta(days=364)),
+                      ("no range", None)):
+        where = "" if lo is None else f" AND date BETWEEN '{lo}' AND '{DAY}'"
+        query = f"SELECT date FROM hp WHERE region_id = {region} AND type_id = {type_id}{where}"
+        planning, execution = [], []
+        for _ in range(repeat):
+            plan = "\n".join(r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + query).fetchall())
+            planning.append(float(re.search(r"Planning Time: ([0-9.]+)", plan)[1]))
+            execution.append(float(re.search(r"Execution Time: ([0-9.]+)", plan)[1]))
+        scanned = plan.count("Index Only Scan") + plan.count("Index Scan") + plan.count("Seq Scan")
+        buffers = re.search(r"Buffers: shared hit=(\d+)(?: read=(\d+))?", plan)
+        out[label] = (statistics.median(planning), statistics.median(execution), scanned,
+                      int(buffers[1]) + int(buffers[2] or 0) if buffers else 0)
+    conn.execute("DROP TABLE hp")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--regions", type=int, default=68)
     parser.add_argument("--types", type=int, default=735, help="pairs = regions x types (~50k, one day)")
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only-plans", action="store_true", help="only the planning cost by partition size")
+    parser.add_argument("--plan-days", type=int, default=730, help="days of history for the planning cost")
     args = parser.parse_args()
     pg = start_local_postgres(None)
     ratios: dict[str, float] = {}
@@ -87,6 +127,17 @@ def main() -> None:
             conn.execute("CREATE TEMP TABLE pairs AS SELECT 10000000 + r AS region_id, t AS type_id "
                          "FROM generate_series(1, %s) r, generate_series(1, %s) t", (args.regions, args.types))
             key = "region_id, type_id, date"
+            # What a partition per day costs a query: planning and reading N partitions.
+            conn.execute("CREATE TEMP TABLE plan_pairs AS SELECT 10000000 + r AS region_id, t AS type_id "
+                         "FROM generate_series(1, 10) r, generate_series(1, 30) t")
+            for layout in ("month", "week", "day"):
+                for label, (planning, execution, scanned, buffers) in plan_costs(
+                        conn, layout, args.plan_days, "plan_pairs", 15).items():
+                    print(f"plan, {args.plan_days} days by {layout:5s} (region, type, {label:8s}): {scanned:4d} "
+                          f"partitions, planning {planning:6.2f} ms, execution {execution:6.2f} ms, "
+                          f"{buffers} buffers", flush=True)
+            if args.only_plans:
+                return
             for label, before, k, ckpt in (("K=6 (weekly, worst day)", 6, key, True),
                                            ("K=9 (10-day, worst day)", 9, key, True),
                                            ("K=29 (monthly, worst day)", 29, key, True),

@@ -10,7 +10,7 @@ from eveflow_etl.backfill.prepare import PreparedDay
 from eveflow_etl.backfill.state import record_day
 from eveflow_etl.load.binary import HEADER, TRAILER
 from eveflow_etl.load.ddl import HISTORY, Target
-from eveflow_etl.load.partitions import Partitions, month_start
+from eveflow_etl.load.partitions import Partitions
 from eveflow_etl.load.ledger import finish_run, start_run, write_quarantine
 from eveflow_etl.load.upsert import UpsertCounts, create_stage, upsert_sql
 
@@ -69,8 +69,8 @@ class DayLoader:
         return counts, quarantined
 
     def _table(self, day) -> sql.Composable:
-        # A day is one month's: straight into that partition (see load/partitions.py).
-        return self._partitions.ensure(month_start(day)) if self._partitions.enabled else self.target.ident()
+        # Straight into the day's partition (see load/partitions.py).
+        return self._partitions.ensure(day) if self._partitions.enabled else self.target.ident()
 
     def _write(self, stmt: sql.Composable, payload: bytes) -> None:
         with self.conn.cursor().copy(stmt) as copy:

@@ -16,8 +16,10 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
+from eveflow_etl.backfill.clean import clean_history
 from eveflow_etl.datasets import Dataset
 from eveflow_etl.errors import SourceError
 from eveflow_etl.esi import EsiClient
@@ -116,22 +118,31 @@ def _prepare(task: DayTask, out: PreparedDay) -> None:
         raise SourceError(f"EVE Ref history file {url}: expected {task.expected} rows (totals.json), got "
                           f"{out.rows_read}; nothing of the day loaded - retry later, the file or its total "
                           f"may be mid-update")
-    frame = _filter(frame, task.regions, task.types)
-    frame, off_day = _off_day(frame, task)
-    valid, bad = validate(Dataset.HISTORY, frame, task.run_id)
-    if off_day is not None:
-        bad = pd.concat([off_day, bad], ignore_index=True) if len(bad) else off_day
+    valid, bad = split_day(_filter(frame, task.regions, task.types), task)
     t4 = time.perf_counter()
     out.valid_rows = len(valid)
     out.payload = encode_rows(sort_by_key(valid, HISTORY.key), HISTORY.columns)
-    out.quarantine = bad if len(bad) else None
+    out.quarantine = bad
     out.timings = {"download": t1 - t0, "bz2": t2 - t1, "csv": t3 - t2, "validate": t4 - t3,
                    "encode": time.perf_counter() - t4}
 
 
+def split_day(frame: pd.DataFrame, task: DayTask) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(valid rows, quarantined rows or None) of a day's file: a clean day (nearly all of them)
+    by whole-column checks, any other by the validator, which explains each bad row."""
+    valid = clean_history(frame)
+    if valid is not None and (valid["date"].to_numpy() == np.datetime64(task.day, "ns")).all():
+        return valid, None
+    frame, off_day = _off_day(frame, task)
+    valid, bad = validate(Dataset.HISTORY, frame, task.run_id)
+    if off_day is not None:
+        bad = pd.concat([off_day, bad], ignore_index=True) if len(bad) else off_day
+    return valid, bad if len(bad) else None
+
+
 def _off_day(frame: pd.DataFrame, task: DayTask) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Rows dated another day than the file's go to quarantine (a day's file holds that day only,
-    and a day is loaded into its month's partition); unreadable dates are the validator's."""
+    and a day is loaded into its own partition); unreadable dates are the validator's."""
     parsed = pd.to_datetime(frame["date"], errors="coerce", format="ISO8601")
     off = parsed.notna() & (parsed.dt.date != task.day)
     if not off.any():

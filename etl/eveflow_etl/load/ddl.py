@@ -49,7 +49,7 @@ class TableSpec:
     extra_ddl: tuple[str, ...] = ()
     # Room on each page for updated row versions, so updates stay HOT (no index insert).
     fillfactor: int = 100
-    # Range-partitioned by month on this date column (see load/partitions.py); None: one table.
+    # Range-partitioned by day on this date column (see load/partitions.py); None: one table.
     partition_by: str | None = None
 
     @property
@@ -81,8 +81,8 @@ HISTORY = TableSpec(
     # value with room for one new version of every row. Cost: the heap is ~2x larger; a table that
     # is rewritten regularly reaches ~2x anyway (dead versions), but at 90 also bloats its index.
     fillfactor=50,
-    # A day's load touches only its month's index, so it costs the same into years of history
-    # as into an empty table (bench/backfill.py, scale_ratio).
+    # A day is a partition of its own: its load writes new pages only, so it costs the same into
+    # years of history as into an empty table (load/partitions.py; bench/backfill.py, scale_ratio).
     partition_by="date",
 )
 

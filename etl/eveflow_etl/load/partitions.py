@@ -1,21 +1,32 @@
-"""Monthly partitions of the history table, created as rows for a new month arrive.
+"""Daily partitions of the history table, created as rows for a new day arrive.
 
-Why: the table's key is (region_id, type_id, date), so a day's ~50k rows land all over one big
-primary-key index — at a year of all regions (~20M rows, ~600 MB of index) every new day dirties
-tens of thousands of index pages outside shared buffers, and loading a day gets slower as the
-table grows. With one partition per month, a day only touches its month's index (≤ ~1.5M
-rows), so a load costs about the same into a year of history as into an empty table; queries by
-(region, type, date range) prune to the months asked and stay index scans on each.
+Why daily: the table's key is (region_id, type_id, date), so a day's ~50k rows land between the
+rows of every (region, type) already in their partition: the day touches every leaf page of the
+partition's primary key. The first touch of a page after a checkpoint writes the whole 8 kB page
+to the WAL, and a daily refresh comes hours after the last checkpoint, so loading a day into a
+month-sized partition wrote 48 MB of WAL instead of 9 MB and ran at 0.43x the speed of the same
+day into an empty table (a week-sized one: 18 MB, 0.74x; ``bench/scale_layout.py``). A day of its
+own is a new partition: new pages only, so a day costs the same into years of history as into
+an empty table (``bench/backfill.py``, ``scale_ratio``). A query by (region, type, date range)
+prunes to the days asked at plan time and reads one index entry of each day's primary key
+(index-only); the date-first key that would also avoid the page images cannot serve that query
+without reading the whole range (no skip scan before PostgreSQL 18).
 
-Rows are upserted into their month's partition directly, not through the parent: PostgreSQL
-cannot return ``xmax`` (how the upsert tells an insert from an update) through a partitioned
-table, and routing is then done once per chunk, not per row.
+Partitions made before (by month, ``<table>_pYYYYMM``, by an earlier eveflow) are kept and used
+for their days: a day goes to its month's partition if there is one, else to its own, created
+the first time, so a table created by the monthly layout keeps loading, with daily partitions
+from its first new day on. Both are found by name, one catalog lookup per new day: reading every
+partition's bounds instead cost 10 ms at a year of partitions and 37 ms at four, inside each
+day's transaction (a day's COPY takes ~70 ms). A partition of other bounds someone made by hand
+makes the new day's CREATE fail, naming the overlapping partition.
+
+Rows are upserted into their day's partition directly, not through the parent: PostgreSQL cannot
+return ``xmax`` (how the upsert tells an insert from an update) through a partitioned table.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -24,17 +35,14 @@ from psycopg import Connection, sql
 from eveflow_etl.load.ddl import TableSpec, Target
 
 
-def month_start(day: dt.date) -> dt.date:
-    return day.replace(day=1)
+def partition_name(target: Target, day: dt.date) -> str:
+    # ``_d`` + YYYYMMDD: 10 characters; Target reserves 11 (``_quarantine``) already.
+    return f"{target.table}_d{day:%Y%m%d}"
 
 
-def next_month(month: dt.date) -> dt.date:
-    return (month + dt.timedelta(days=32)).replace(day=1)
-
-
-def partition_name(target: Target, month: dt.date) -> sql.Identifier:
-    # ``_p`` + YYYYMM: 8 characters; Target reserves room for longer suffixes already.
-    return target.ident(f"{target.table}_p{month:%Y%m}")
+def month_partition_name(target: Target, day: dt.date) -> str:
+    """The partition of ``day``'s month, as the monthly layout named it."""
+    return f"{target.table}_p{day:%Y%m}"
 
 
 def is_partitioned(conn: Connection, target: Target) -> bool:
@@ -47,14 +55,14 @@ def is_partitioned(conn: Connection, target: Target) -> bool:
 
 
 class Partitions:
-    """Creates a month's partition the first time this connection loads rows of that month."""
+    """Finds the partition covering a day, creating a daily one the first time a day has none."""
 
     def __init__(self, conn: Connection, target: Target, spec: TableSpec) -> None:
         self.conn = conn
         self.target = target
         self.spec = spec
         self._enabled: bool | None = None  # asked on first use, inside the caller's transaction
-        self._known: set[dt.date] = set()
+        self._known: dict[dt.date, str] = {}  # day -> the partition its rows go to
 
     @property
     def enabled(self) -> bool:
@@ -62,44 +70,47 @@ class Partitions:
             self._enabled = self.spec.partition_by is not None and is_partitioned(self.conn, self.target)
         return self._enabled
 
-    def ensure(self, month: dt.date) -> sql.Identifier:
-        name = partition_name(self.target, month)
-        if month in self._known:
-            return name
-        exists = self.conn.execute("SELECT to_regclass(%s) IS NOT NULL",
-                                   (f'"{self.target.schema}"."{self.target.table}_p{month:%Y%m}"',)).fetchone()[0]
-        if not exists:
-            # Concurrent runs meeting a new month take turns; held until the caller commits.
-            self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('eveflow-ddl'))")
-            self.conn.execute(sql.SQL(
-                "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({}) WITH (fillfactor = {})"
-            ).format(name, self.target.ident(), sql.Literal(month), sql.Literal(next_month(month)),
-                     sql.Literal(self.spec.fillfactor)))
-        self._known.add(month)
-        return name
+    def ensure(self, day: dt.date) -> sql.Identifier:
+        """The partition ``day``'s rows go to: its month's (the monthly layout's), else its own,
+        created if missing."""
+        return self._ensure([day])[0]
+
+    def tables(self, frame: pd.DataFrame) -> list[sql.Identifier]:
+        """The partitions ``frame``'s rows go to (created if missing), each once."""
+        days = np.unique(pd.to_datetime(frame[self.spec.partition_by]).to_numpy(dtype="datetime64[D]"))
+        seen: dict[str, sql.Identifier] = {}
+        for table in self._ensure([d.astype(dt.date) for d in days]):
+            seen.setdefault(repr(table), table)
+        return list(seen.values())
+
+    def _ensure(self, days: list[dt.date]) -> list[sql.Identifier]:
+        unknown = [d for d in days if d not in self._known]
+        if unknown:
+            own = [partition_name(self.target, d) for d in unknown]
+            month = [month_partition_name(self.target, d) for d in unknown]
+            schema = self.target.schema
+            found = self.conn.execute(
+                "SELECT to_regclass(format('%%I.%%I', %s::text, o)) IS NOT NULL, "
+                "to_regclass(format('%%I.%%I', %s::text, m)) IS NOT NULL FROM unnest(%s::text[], %s::text[]) "
+                "WITH ORDINALITY AS u(o, m, n) ORDER BY n", (schema, schema, own, month)).fetchall()
+            names, missing = {}, []
+            for day, o, m, (has_own, has_month) in zip(unknown, own, month, found):
+                names[day] = m if has_month and not has_own else o
+                if not has_own and not has_month:
+                    missing.append(day)
+            if missing:
+                # Concurrent runs meeting a new day take turns (held until the caller commits);
+                # the other may have just made it, hence IF NOT EXISTS.
+                self.conn.execute("SELECT pg_advisory_xact_lock(hashtext('eveflow-ddl'))")
+                for day in missing:
+                    self.conn.execute(sql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF {} FOR VALUES FROM ({}) TO ({}) "
+                        "WITH (fillfactor = {})"
+                    ).format(self.target.ident(names[day]), self.target.ident(), sql.Literal(day),
+                             sql.Literal(day + dt.timedelta(days=1)), sql.Literal(self.spec.fillfactor)))
+            self._known.update(names)
+        return [self.target.ident(self._known[d]) for d in days]
 
     def forget(self) -> None:
         """The caller's transaction rolled back: partitions it created are gone again."""
         self._known.clear()
-
-    def months(self, frame: pd.DataFrame) -> list[dt.date]:
-        """The first day of each month ``frame``'s rows fall in, in order."""
-        days = pd.to_datetime(frame[self.spec.partition_by]).to_numpy(dtype="datetime64[M]")
-        return [_to_date(m) for m in np.unique(days)]
-
-    def split(self, frame: pd.DataFrame) -> Iterator[tuple[sql.Identifier, pd.DataFrame]]:
-        """(partition, its rows) for each month in ``frame`` (the whole frame when not partitioned)."""
-        if not self.enabled or frame.empty:
-            yield self.target.ident(), frame
-            return
-        days = pd.to_datetime(frame[self.spec.partition_by]).to_numpy(dtype="datetime64[M]")
-        months = np.unique(days)
-        if len(months) == 1:
-            yield self.ensure(_to_date(months[0])), frame
-            return
-        for month in months:
-            yield self.ensure(_to_date(month)), frame[days == month]
-
-
-def _to_date(month: np.datetime64) -> dt.date:
-    return month.astype("datetime64[D]").astype(dt.date)

@@ -138,7 +138,7 @@ class ChunkUpserter:
         self.spec = spec
         self.stage = create_stage(conn, spec)
         self._truncate = sql.SQL("TRUNCATE {}").format(self.stage)
-        # A Target may be partitioned by month: each chunk goes to its months' partitions.
+        # A Target may be partitioned by day: each chunk goes to its days' partitions.
         self._partitions = Partitions(conn, target, spec) if isinstance(target, Target) else None
         self._target = target.ident() if isinstance(target, Target) else target
         self._statements: dict[str, sql.Composed] = {}  # by repr(): Identifiers are unhashable
@@ -171,11 +171,10 @@ class ChunkUpserter:
     def _run(self, frame: pd.DataFrame) -> tuple[int, int]:
         if self._partitions is None or not self._partitions.enabled:
             return self.conn.execute(self._statement(self._target, True)).fetchone()
-        months = self._partitions.months(frame)
-        tables = [self._partitions.ensure(m) for m in months]
-        if len(tables) == 1:  # straight into the month's partition: xmax tells inserts from updates
+        tables = self._partitions.tables(frame)
+        if len(tables) == 1:  # straight into the day's partition: xmax tells inserts from updates
             return self.conn.execute(self._statement(tables[0], True)).fetchone()
-        # Rows of several months: one statement through the parent (PostgreSQL routes each row),
+        # Rows of several partitions: one statement through the parent (PostgreSQL routes each row),
         # which cannot return xmax; the counts are what this transaction's statistics say the
         # statement inserted into and updated in the partitions (exact unless another
         # transaction inserts the same keys at the same moment, which the key's region prevents
