@@ -15,20 +15,9 @@ from eveflow_etl.orchestration.types import DeleteResult, PrefectConnection, Syn
 from eveflow_etl.spec import EvePipeline
 from eveflow_operator.kube import KubeConflict, KubeError, namespace_path, object_path
 
+from tests.harness.kube_emulator.patching import merge_patch  # RFC 7386, as the API server applies it
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386, as the API server applies a merge patch."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    out = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            out.pop(key, None)
-        else:
-            out[key] = merge_patch(out.get(key), value)
-    return out
 
 
 def _matches(labels: dict[str, str], selector: str) -> bool:
