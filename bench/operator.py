@@ -186,6 +186,24 @@ def apply_and_time(api: Api, watch: ReadyWatch, docs: list[dict], timeout: float
     return [(watch.ready_at(n) or start + timeout) - start for n in names], len(missing)
 
 
+# The processes whose CPU a batch costs, by command name (PostgreSQL: Prefect's database).
+CPU_NAMES = ("prefect", "postgres", "eveflow", "kube-apiserver", "etcd", "kube-controller-manager",
+             "kube-scheduler", "kwok")
+
+
+def cpu_by_name() -> Counter:
+    """CPU seconds (user + system) used so far by every live process, summed by command name.
+    Differences between two calls are what a batch cost: a figure that a busy machine does not
+    distort the way it distorts wall time."""
+    seconds: Counter = Counter()
+    for proc in psutil.process_iter(["name", "cpu_times"]):
+        name, times = proc.info["name"] or "", proc.info["cpu_times"]
+        group = next((n for n in CPU_NAMES if name.startswith(n[:15])), None)
+        if group and times is not None:
+            seconds[group] += times.user + times.system
+    return seconds
+
+
 def p95(values: list[float]) -> float:
     return sorted(values)[max(0, round(0.95 * len(values)) - 1)]
 
@@ -311,6 +329,7 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
                 time.sleep(0.1)
         for size in sizes:
             proxy.reset()
+            cpu_before = cpu_by_name()
             if size == 1:
                 times, missing = [], 0
                 for i in range(5):
@@ -326,6 +345,11 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
                   f"p95={p95(times):.2f}s max={max(times):.2f}s; Prefect requests per pipeline "
                   f"{sum(routes.values()) / count:.1f}: " + ", ".join(
                       f"{key} x{n / count:.1f}" for key, n in routes.most_common(12)), flush=True)
+            cpu = cpu_by_name()
+            cpu.subtract(cpu_before)
+            print(f"  [{cluster.name}] {size} CR(s): CPU seconds per pipeline until the last Ready: "
+                  f"{sum(cpu.values()) / count:.3f} = " + ", ".join(
+                      f"{n} {v / count:.3f}" for n, v in cpu.most_common() if v > 0), flush=True)
         figures.pipelines = 5 * (1 in sizes) + sum(s for s in sizes if s > 1)
 
         # Idle means every pipeline Ready and its last pass written (bounded: a backlog is reported).
