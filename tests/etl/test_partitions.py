@@ -97,3 +97,29 @@ def test_a_table_partitioned_by_month_keeps_its_months_and_gets_days(pg_dsn):
         by_partition = dict(conn.execute("SELECT tableoid::regclass::text, count(*) FROM eve.market_history "
                                          "GROUP BY 1").fetchall())
         assert by_partition["eve.market_history_p202602"] == 5 * 40
+
+
+@pytest.mark.parametrize("probe_says_empty", [False, True], ids=["probed", "probe-raced"])
+def test_a_chunk_around_stored_keys_is_upserted_with_exact_counts(pg_dsn, monkeypatch, probe_says_empty):
+    """A first load of a key range goes in as a plain INSERT; a chunk whose range holds stored
+    keys is upserted. ``probe-raced``: another writer stored a key after the range was found
+    empty (the probe forced to say so) -- the failed plain INSERT is undone by its savepoint and
+    the chunk is upserted in the same transaction, counts exact, nothing lost or doubled."""
+    target = Target("eve", "market_history")
+    with psycopg.connect(pg_dsn, autocommit=True) as conn:
+        ensure_tables(conn, target, "history")
+        conn.execute("TRUNCATE eve.market_history")
+    stored = history(10, types=3)  # types 1-3
+    with psycopg.connect(pg_dsn) as conn:
+        with conn.transaction():
+            first = ChunkUpserter(conn, target, HISTORY).upsert(stored[stored["type_id"] == 2])
+        assert (first.inserted, first.updated, first.unchanged) == (10, 0, 0)
+        if probe_says_empty:
+            monkeypatch.setattr(ChunkUpserter, "_range_is_empty", lambda self, table, keys: True)
+        changed = stored.copy()
+        changed.loc[changed["type_id"] == 2, "volume"] += 1
+        with conn.transaction():
+            second = ChunkUpserter(conn, target, HISTORY).upsert(changed)
+        assert (second.inserted, second.updated, second.unchanged) == (20, 10, 0)
+        rows = conn.execute("SELECT count(*), sum(volume) FROM eve.market_history").fetchone()
+        assert rows == (30, int(changed["volume"].sum()))

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 from psycopg import Connection, sql
+from psycopg.errors import UniqueViolation
 
 from eveflow_etl.load.binary import HEADER, TRAILER, encode_rows
 from eveflow_etl.load.ddl import Column, TableSpec, Target
@@ -153,10 +154,11 @@ class ChunkUpserter:
         started = time.perf_counter()
         if self._has_rows:
             self.conn.execute(self._truncate)
-        copy_frame(self.conn, self.stage, sort_by_key(frame, self.spec.key), self.spec.columns)
+        ordered = sort_by_key(frame, self.spec.key)
+        copy_frame(self.conn, self.stage, ordered, self.spec.columns)
         self._has_rows = True
         staged = time.perf_counter()
-        inserted, updated = self._run(frame)
+        inserted, updated = self._run(ordered)
         self.stage_seconds += staged - started
         self.upsert_seconds += time.perf_counter() - staged
         return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
@@ -170,8 +172,12 @@ class ChunkUpserter:
 
     def _run(self, frame: pd.DataFrame) -> tuple[int, int]:
         if self._partitions is None or not self._partitions.enabled:
+            if self._insert_into_empty_range(self._target, frame):
+                return len(frame), 0
             return self.conn.execute(self._statement(self._target, True)).fetchone()
         tables = self._partitions.tables(frame)
+        if self._insert_into_empty_range(tables[0] if len(tables) == 1 else self._target, frame):
+            return len(frame), 0
         if len(tables) == 1:  # straight into the day's partition: xmax tells inserts from updates
             return self.conn.execute(self._statement(tables[0], True)).fetchone()
         # Rows of several partitions: one statement through the parent (PostgreSQL routes each row),
@@ -183,6 +189,46 @@ class ChunkUpserter:
         self.conn.execute(self._statement(self._target, False))
         after = self.conn.execute(self._counted).fetchone()
         return int(after[0] - before[0]), int(after[1] - before[1])
+
+    def _insert_into_empty_range(self, table: sql.Composable, frame: pd.DataFrame) -> bool:
+        """Insert the staged chunk with a plain ``INSERT … SELECT`` when the table holds nothing
+        between the chunk's smallest and largest key (a first load of a range: a backfill, a new
+        region): none of its keys can conflict, and without ``ON CONFLICT``'s speculative insertion
+        the statement is ~1.4x faster (bench/upsert.py's two floors); every row counts as inserted.
+        False (nothing written) otherwise: the caller upserts. A concurrent writer that stores one
+        of these keys between the probe and the insert makes it a unique violation, which the
+        savepoint undoes; probing first keeps that error out of the server's log in every other
+        case (an update pass would otherwise log one per chunk)."""
+        keys = frame[list(self.spec.key)]
+        if len(keys) == 0 or not pd.MultiIndex.from_frame(keys).is_monotonic_increasing:
+            return False  # bounds need the chunk in key order (sort_by_key could not order it)
+        if not self._range_is_empty(table, keys):
+            return False
+        try:
+            with self.conn.transaction():  # a savepoint inside the caller's transaction
+                self.conn.execute(self._plain_insert(table))
+        except UniqueViolation:
+            return False
+        return True
+
+    def _range_is_empty(self, table: sql.Composable, keys: pd.DataFrame) -> bool:
+        """Nothing stored between the first and the last of ``keys`` (in key order)? The row
+        comparison walks the primary key's index; the per-column ranges let a partitioned table
+        skip the partitions (days) outside."""
+        params = [*keys.iloc[0], *keys.iloc[-1], *(v for c in keys for v in (keys[c].min(), keys[c].max()))]
+        return not self.conn.execute(self._probe(table), params).fetchone()[0]
+
+    def _probe(self, table: sql.Composable) -> sql.Composed:
+        key = self.spec.key
+        cols = sql.SQL(", ").join(map(sql.Identifier, key))
+        row = sql.SQL(", ").join(sql.Placeholder() * len(key))
+        each = sql.SQL(" AND ").join(sql.SQL("{} BETWEEN %s AND %s").format(sql.Identifier(c)) for c in key)
+        return sql.SQL("SELECT EXISTS (SELECT 1 FROM {} WHERE ({}) BETWEEN ({}) AND ({}) AND {})").format(
+            table, cols, row, row, each)
+
+    def _plain_insert(self, table: sql.Composable) -> sql.Composed:
+        cols = sql.SQL(", ").join(map(sql.Identifier, self.spec.names))
+        return sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(table, cols, cols, self.stage)
 
     @property
     def _counted(self) -> sql.Composed:
