@@ -7,6 +7,7 @@ Every key becomes a row, sentinels and all: ``last_data`` values such as ``"Null
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator, Sequence
 
 import pandas as pd
@@ -20,8 +21,13 @@ from eveflow_etl.sources import SourceBatch
 NOT_AN_OBJECT = "value is not an object"
 
 
+# A type id key: ASCII digits, perhaps padded with the whitespace int() accepts. str.isdigit and
+# str.strip are wider than int() ('²', '\x1f'): such a key stays a string and is quarantined.
+_TYPE_ID_KEY = re.compile(r"\s*[0-9]+\s*", re.ASCII)
+
+
 def _type_id(key: str) -> int | str:
-    return int(key) if key.strip().isdigit() else key
+    return int(key) if _TYPE_ID_KEY.fullmatch(key) else key
 
 
 def mokaam_rows(payload: dict, region_id: int) -> list[dict]:
