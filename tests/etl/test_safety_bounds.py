@@ -92,3 +92,10 @@ def test_a_bz2_bomb_stops_at_the_decompressed_limit():
         while reader.read(65536):
             pass
     assert reader.read_bytes <= 2**20 + 65536
+
+
+@pytest.mark.parametrize("value", ["\u00b2", " 12\u00b3", "\u0661\u0662"])  # '²', '³': digits to str.isdigit
+def test_a_content_length_of_unicode_digits_is_ignored_not_a_crash(value):
+    from eveflow_etl.esi.bounded import declared_length
+
+    assert declared_length({"Content-Length": value}) is None

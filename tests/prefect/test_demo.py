@@ -72,10 +72,11 @@ def test_demo_runs_end_to_end_and_again_idempotently(tmp_path):
     assert not _processes_using(data_dir), "left running after the demo"
 
 
-def test_bad_regions_is_one_line_before_anything_starts(tmp_path):
-    proc = subprocess.run([EVEFLOW, "demo", "--data-dir", str(tmp_path / "d"), "--regions", "10000002,jita"],
+@pytest.mark.parametrize("bad", ["jita", "1000000\u00b2"])  # '²' passes str.isdigit, not int()
+def test_bad_regions_is_one_line_before_anything_starts(tmp_path, bad):
+    proc = subprocess.run([EVEFLOW, "demo", "--data-dir", str(tmp_path / "d"), "--regions", f"10000002,{bad}"],
                           env=_user_env(tmp_path), capture_output=True, text=True, timeout=60)
     output = (proc.stdout + proc.stderr).strip()
     assert proc.returncode != 0 and len(output.splitlines()) == 1, output
-    assert "'jita' is not an EVE region id" in output
+    assert f"'{bad}' is not an EVE region id" in output
     assert not (tmp_path / "d").exists()

@@ -25,7 +25,9 @@ class TooSlow(Exception):
 
 def declared_length(headers) -> int | None:
     value = headers.get("Content-Length")
-    return int(value) if value is not None and str(value).strip().isdigit() else None
+    text = None if value is None else str(value).strip()
+    # isascii: str.isdigit also takes "²", which int() refuses (a hostile header must not crash the pull).
+    return int(text) if text and text.isascii() and text.isdigit() else None
 
 
 def read_body(resp, *, max_bytes: int, deadline: float, what: str, setting: str) -> bytes:

@@ -166,7 +166,7 @@ class EsiClient:
                     raise self._give_up(full_url, status, failures + 1, f"HTTP {status}", False, service)
                 failures += 1
                 retry_after = resp.headers.get("Retry-After")
-                delay = float(retry_after) if retry_after and retry_after.isdigit() else None
+                delay = float(retry_after) if retry_after and retry_after.isascii() and retry_after.isdigit() else None
                 if delay is not None:
                     delay = min(delay, self.settings.http_max_wait_seconds)
                 self._backoff(base_delay if status in retry_statuses else self.settings.esi_backoff_seconds,
@@ -237,7 +237,7 @@ class EsiClient:
         if status == 200:
             self.stats.add(body_bytes=len(resp.content))
             expected = resp.headers.get("Content-Length")
-            if expected and expected.isdigit() and "Content-Encoding" not in resp.headers \
+            if expected and expected.isascii() and expected.isdigit() and "Content-Encoding" not in resp.headers \
                     and int(expected) != len(resp.content):
                 raise _Transient(f"truncated body ({len(resp.content)} of {expected} bytes)")
             if expect_json:

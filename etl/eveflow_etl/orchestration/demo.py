@@ -337,7 +337,7 @@ def parse_regions(values: list[str] | None) -> list[int] | None:
         for part in value.replace(" ", ",").split(","):
             if not part:
                 continue
-            if not part.isdigit() or not 10_000_000 <= int(part) <= 19_999_999:
+            if not (part.isascii() and part.isdigit()) or not 10_000_000 <= int(part) <= 19_999_999:
                 raise ConfigError(f"--regions: '{part}' is not an EVE region id (e.g. 10000002 for The Forge)")
             if int(part) not in regions:
                 regions.append(int(part))

@@ -148,7 +148,7 @@ def _memory(quantity: str | None) -> str | None:
     if quantity is None:
         return None
     for unit in ("Mi", "Gi", "M", "G"):
-        if quantity.endswith(unit) and quantity[: -len(unit)].isdigit():
+        if quantity.endswith(unit) and quantity[: -len(unit)].isascii() and quantity[: -len(unit)].isdigit():
             return quantity
     for unit in sorted(_MEMORY_FACTORS, key=len, reverse=True):
         if quantity.endswith(unit):
