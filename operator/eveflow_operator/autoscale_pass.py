@@ -15,13 +15,12 @@ from typing import Any, Mapping
 
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.queue_depth import QueueDepth
-from eveflow_etl.orchestration.types import PrefectAuthError, PrefectRejected, PrefectUnavailable
 from eveflow_etl.plan import pipeline_plan
 
 from eveflow_operator import autoscale as asc
 from eveflow_operator.apply import owned
-from eveflow_operator.prefect_conn import SecretNotFound, build_connection
-from eveflow_operator.reconcile import EventSpec, Reconciler, pipeline_from_body
+from eveflow_operator.prefect_conn import build_connection
+from eveflow_operator.reconcile import PASS_STOPS, EventSpec, Reconciler, pipeline_from_body
 from eveflow_operator.status import PREFECT_SYNCED, get_condition
 from eveflow_operator.worker_deployment import build_worker_deployment, worker_replicas
 
@@ -81,7 +80,7 @@ async def poll(rec: Reconciler, body: Mapping[str, Any], now: float | None = Non
                 runs = await rec.pool_reader.runs(conn, pipeline.spec.work_pool.name,
                                                   lead_seconds=lead_seconds(auto.poll_seconds),
                                                   max_age=auto.poll_seconds)
-            except (SecretNotFound, PrefectUnavailable, PrefectAuthError, PrefectRejected) as exc:
+            except PASS_STOPS as exc:
                 # Keep the current count; the reconcile pass reports Prefect/Secret problems.
                 log.warning("autoscaling %s/%s: queue depth not read (%s); keeping %d replica(s)",
                             namespace, meta["name"], exc, current)
