@@ -15,13 +15,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from eveflow_etl.validate import _REL_TOL, _today
+from eveflow_etl.validate import _REL_TOL, HistoryModel, _today
 
 _INT32_MAX = np.iinfo(np.int32).max
 _IDS = ("region_id", "type_id")
 _COUNTS = ("order_count", "volume")
 _PRICES = ("average", "highest", "lowest")
-KEY = ["region_id", "type_id", "date"]
+KEY = list(HistoryModel.Config.unique)  # the model's own uniqueness rule
 
 
 def clean_history(frame: pd.DataFrame) -> pd.DataFrame | None:
