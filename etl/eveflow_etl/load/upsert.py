@@ -171,15 +171,13 @@ class ChunkUpserter:
         return self._statements[key]
 
     def _run(self, frame: pd.DataFrame) -> tuple[int, int]:
-        if self._partitions is None or not self._partitions.enabled:
-            if self._insert_into_empty_range(self._target, frame):
-                return len(frame), 0
-            return self.conn.execute(self._statement(self._target, True)).fetchone()
-        tables = self._partitions.tables(frame)
-        if self._insert_into_empty_range(tables[0] if len(tables) == 1 else self._target, frame):
+        partitioned = self._partitions is not None and self._partitions.enabled
+        tables = self._partitions.tables(frame) if partitioned else [self._target]
+        table = tables[0] if len(tables) == 1 else self._target
+        if self._insert_into_empty_range(table, frame):
             return len(frame), 0
-        if len(tables) == 1:  # straight into the day's partition: xmax tells inserts from updates
-            return self.conn.execute(self._statement(tables[0], True)).fetchone()
+        if len(tables) == 1:  # one table (or straight into the day's partition): xmax tells inserts from updates
+            return self.conn.execute(self._statement(table, True)).fetchone()
         # Rows of several partitions: one statement through the parent (PostgreSQL routes each row),
         # which cannot return xmax; the counts are what this transaction's statistics say the
         # statement inserted into and updated in the partitions (exact unless another
