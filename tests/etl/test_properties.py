@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import csv
+import datetime as dt
 import io
 import json
 import re
@@ -21,8 +22,9 @@ from pydantic import ValidationError
 
 from eveflow_etl.datasets import Dataset
 from eveflow_etl.errors import ConfigError, SourceError
-from eveflow_etl.load.ddl import MAX_IDENT, check_identifier
+from eveflow_etl.load.ddl import HISTORY, MAX_IDENT, check_identifier
 from eveflow_etl.load.orders import snapshot_ids
+from eveflow_etl.load.upsert import key_bounds, load_order, sort_by_key
 from eveflow_etl.validate import validate
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -222,3 +224,17 @@ def test_an_order_whose_issued_is_not_text_is_quarantined_not_a_crash():
             "min_volume": 1, "price": 5.0, "is_buy_order": False, "duration": 90, "issued": False, "range": "region"}
     valid, bad = validate(Dataset.ORDERS, _frame([item], 10000002, 1), "00000000-0000-0000-0000-000000000000")
     assert valid.empty and "issued: not a date: 'False'" in bad["reason"][0]
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 4), st.dates(dt.date(2025, 1, 1), dt.date(2025, 1, 9))),
+                min_size=1, max_size=30, unique=True))
+def test_the_empty_range_probe_bounds_a_chunk_in_any_row_order(keys):
+    """The probe that lets a first load skip ON CONFLICT asks for nothing stored between the
+    chunk's smallest and largest key: those must be the key order's extremes also when a
+    partitioned load orders rows day first (the first and last row are then other keys)."""
+    frame = pd.DataFrame(keys, columns=list(HISTORY.key)).assign(date=lambda f: pd.to_datetime(f["date"]))
+    in_load_order = sort_by_key(frame, load_order(HISTORY, partitioned=True))
+    first, last = key_bounds(in_load_order)
+    as_tuples = sorted(zip(frame["region_id"], frame["type_id"], frame["date"]))
+    assert (tuple(first), tuple(last)) == (as_tuples[0], as_tuples[-1])

@@ -94,8 +94,9 @@ def test_applied_pipeline_runs_end_to_end_with_a_process_worker(
 
     status = eveflow(["status", "-f", str(path)], env)
     assert status.returncode == 0, status.stderr
-    assert f"last run: {name} Completed" in status.stdout
-    assert f"{rows['total']['inserted']} rows loaded, 0 quarantined" in status.stdout
+    # The whole output on failure: pytest's diff of a long `in` hides the middle, the lines that matter.
+    assert f"last run: {name} Completed" in status.stdout, status.stdout
+    assert f"{rows['total']['inserted']} rows loaded, 0 quarantined" in status.stdout, status.stdout
 
 
 def test_a_failed_region_does_not_stop_the_others(prefect_server, monkeypatch, tmp_path):

@@ -131,6 +131,33 @@ def sort_by_key(frame: pd.DataFrame, key: Sequence[str]) -> pd.DataFrame:
     return frame.take(order)
 
 
+def load_order(spec: TableSpec, partitioned: bool) -> list[str]:
+    """The order rows are staged and upserted in: the key's, led by the partition column when the
+    target is partitioned. A chunk of many days (an ESI history pull: one type's 400 days) then
+    reaches each day's partition in one run of rows, not one row per partition in turn:
+    PostgreSQL reuses the partition it routed the previous row to, and walks each partition's
+    index in order. The update pass of ``bench/upsert.py`` (200k rows over 400 days): 0.62-0.71 s
+    of server CPU instead of 1.23-2.00 s. A chunk of one day (an EVE Ref file) is in key order
+    either way."""
+    if partitioned and spec.partition_by and spec.partition_by not in spec.key[:1]:
+        return [spec.partition_by, *(c for c in spec.key if c != spec.partition_by)]
+    return list(spec.key)
+
+
+def key_bounds(keys: pd.DataFrame) -> tuple[list, list]:
+    """The smallest and the largest row of ``keys`` compared column by column (the primary key's
+    order), whatever order the rows are in."""
+    low = high = pd.Series(True, index=keys.index)
+    first, last = [], []
+    for column in keys.columns:
+        values = keys[column]
+        first.append(values[low].min())
+        last.append(values[high].max())
+        low = low & (values == first[-1])
+        high = high & (values == last[-1])
+    return first, last
+
+
 class ChunkUpserter:
     """Upserts chunks of one dataset into one table inside the caller's transaction."""
 
@@ -154,7 +181,7 @@ class ChunkUpserter:
         started = time.perf_counter()
         if self._has_rows:
             self.conn.execute(self._truncate)
-        ordered = sort_by_key(frame, self.spec.key)
+        ordered = sort_by_key(frame, self._order)
         copy_frame(self.conn, self.stage, ordered, self.spec.columns)
         self._has_rows = True
         staged = time.perf_counter()
@@ -162,6 +189,10 @@ class ChunkUpserter:
         self.stage_seconds += staged - started
         self.upsert_seconds += time.perf_counter() - staged
         return UpsertCounts(inserted, updated, len(frame) - inserted - updated)
+
+    @property
+    def _order(self) -> list[str]:
+        return load_order(self.spec, self._partitions is not None and self._partitions.enabled)
 
     def _statement(self, table: sql.Composable, returning: bool) -> sql.Composed:
         key = repr((table, returning))
@@ -198,9 +229,7 @@ class ChunkUpserter:
         savepoint undoes; probing first keeps that error out of the server's log in every other
         case (an update pass would otherwise log one per chunk)."""
         keys = frame[list(self.spec.key)]
-        if len(keys) == 0 or not pd.MultiIndex.from_frame(keys).is_monotonic_increasing:
-            return False  # bounds need the chunk in key order (sort_by_key could not order it)
-        if not self._range_is_empty(table, keys):
+        if len(keys) == 0 or not self._range_is_empty(table, keys):
             return False
         try:
             with self.conn.transaction():  # a savepoint inside the caller's transaction
@@ -210,10 +239,11 @@ class ChunkUpserter:
         return True
 
     def _range_is_empty(self, table: sql.Composable, keys: pd.DataFrame) -> bool:
-        """Nothing stored between the first and the last of ``keys`` (in key order)? The row
+        """Nothing stored between the smallest and the largest of ``keys`` (in key order)? The row
         comparison walks the primary key's index; the per-column ranges let a partitioned table
         skip the partitions (days) outside."""
-        params = [*keys.iloc[0], *keys.iloc[-1], *(v for c in keys for v in (keys[c].min(), keys[c].max()))]
+        first, last = key_bounds(keys)
+        params = [*first, *last, *(v for c in keys for v in (keys[c].min(), keys[c].max()))]
         return not self.conn.execute(self._probe(table), params).fetchone()[0]
 
     def _probe(self, table: sql.Composable) -> sql.Composed:
