@@ -343,7 +343,8 @@ def main() -> None:
     parser.add_argument("--scale-layouts", default="daily,monthly",
                         help="table layouts measured at scale (daily: the loader's; monthly: the one "
                              "before; single: one table); the first one is the RESULT's")
-    parser.add_argument("--scale-repeat", type=int, default=3)
+    parser.add_argument("--scale-repeat", type=int, default=5,
+                        help="loads of the at-scale day into each table (each ~60 ms: best of 5 against noise)")
     parser.add_argument("--only-scale", action="store_true", help="only the at-scale measurement (and upsert)")
     parser.add_argument("--upsert-rows", type=int, default=200_000)
     parser.add_argument("--skip-upsert", action="store_true")
