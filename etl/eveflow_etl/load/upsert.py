@@ -242,7 +242,10 @@ class ChunkUpserter:
         """Nothing stored between the smallest and the largest of ``keys`` (in key order)? The row
         comparison walks the primary key's index; the per-column ranges let a partitioned table
         skip the partitions (days) outside."""
-        first, last = key_bounds(keys)
+        try:
+            first, last = key_bounds(keys)
+        except TypeError:  # keys pandas cannot compare (mixed objects): said non-empty, the upsert decides
+            return False
         params = [*first, *last, *(v for c in keys for v in (keys[c].min(), keys[c].max()))]
         return not self.conn.execute(self._probe(table), params).fetchone()[0]
 
