@@ -94,9 +94,14 @@ def test_applied_pipeline_runs_end_to_end_with_a_process_worker(
 
     status = eveflow(["status", "-f", str(path)], env)
     assert status.returncode == 0, status.stderr
-    # The whole output on failure: pytest's diff of a long `in` hides the middle, the lines that matter.
-    assert f"last run: {name} Completed" in status.stdout, status.stdout
-    assert f"{rows['total']['inserted']} rows loaded, 0 quarantined" in status.stdout, status.stdout
+    # On failure, the whole output and every run of the deployment: pytest's diff of a long `in`
+    # hides the middle, the lines that matter (CI failed here once, showing a last run without rows).
+    with prefect_api(prefect_server) as client:
+        runs = client.post("flow_runs/filter", json={"deployments": {"id": {"any_": [deployment["id"]]}}}).json()
+    seen = status.stdout + "\n".join(f"{r['id']} {r.get('state_type')} {r.get('state_name')} start={r.get('start_time')} "
+                                      f"expected={r.get('expected_start_time')} parent={r.get('parent_task_run_id')}" for r in runs)
+    assert f"last run: {name} Completed" in status.stdout, seen
+    assert f"{rows['total']['inserted']} rows loaded, 0 quarantined" in status.stdout, seen
 
 
 def test_a_failed_region_does_not_stop_the_others(prefect_server, monkeypatch, tmp_path):

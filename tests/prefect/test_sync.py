@@ -100,7 +100,8 @@ async def test_the_requests_a_new_pipeline_and_an_in_sync_resync_make(prefect_se
 
     prefect_write_counter.reset()
     created = await sync_pipeline(p, conn)
-    assert prefect_write_counter.routes() == Counter({
+    # Counted as they took effect: a busy server's 503 (retried by the client) is not the pipeline's load.
+    assert prefect_write_counter.routes_that_took_effect() == Counter({
         "POST /deployments/filter": 1,  # the pipeline's deployments, by its tag: none yet
         "GET /deployments/name/{flow}/{name}": 2,  # a namesake (adopted, or another pipeline's)?
         "GET /work_pools/{name}": 1,
@@ -110,11 +111,12 @@ async def test_the_requests_a_new_pipeline_and_an_in_sync_resync_make(prefect_se
         "POST /flows/filter": 1,
         "POST /deployments/": 2,  # each with its schedules
     }), prefect_write_counter.routes()
-    assert created.writes == 4 and created.next_run is None and created.last_run is None
+    assert created.writes == 4 + prefect_write_counter.writes_told_to_retry  # SyncResult.writes counts attempts
+    assert created.next_run is None and created.last_run is None
 
     prefect_write_counter.reset()
     again = await sync_pipeline(p, conn)
-    assert prefect_write_counter.routes() == Counter({
+    assert prefect_write_counter.routes_that_took_effect() == Counter({
         "POST /deployments/filter": 1,
         "GET /work_pools/{name}": 1,
         "POST /work_pools/{name}/queues/filter": 1,
