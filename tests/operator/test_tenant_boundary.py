@@ -327,6 +327,9 @@ def hostile_prefect():
 
     class Hostile(BaseHTTPRequestHandler):
         def _answer(self) -> None:
+            # The request is read first: closing a socket with its body unread resets the
+            # connection, and the client sees no answer at all (PrefectUnavailable), not this one.
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
             body = json.dumps({"detail": detail}).encode()
             self.send_response(422)
             self.send_header("Content-Type", "application/json")
