@@ -330,6 +330,7 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
         for size in sizes:
             proxy.reset()
             cpu_before = cpu_by_name()
+            batch_mark = cluster.mark()
             if size == 1:
                 times, missing = [], 0
                 for i in range(5):
@@ -345,6 +346,10 @@ def run(cluster: Cluster, tmp: Path, prefect_api_url: str, proxy: CountingProxy,
                   f"p95={p95(times):.2f}s max={max(times):.2f}s; Prefect requests per pipeline "
                   f"{sum(routes.values()) / count:.1f}: " + ", ".join(
                       f"{key} x{n / count:.1f}" for key, n in routes.most_common(12)), flush=True)
+            requests = Counter(cluster.operator_requests_since(batch_mark))
+            print(f"  [{cluster.name}] {size} CR(s): operator API requests per pipeline until the last Ready "
+                  f"{sum(requests.values()) / count:.1f}: " + ", ".join(
+                      f"{key} x{n / count:.1f}" for key, n in requests.most_common(10)), flush=True)
             cpu = cpu_by_name()
             cpu.subtract(cpu_before)
             print(f"  [{cluster.name}] {size} CR(s): CPU seconds per pipeline until the last Ready: "
