@@ -14,7 +14,7 @@ import asyncio
 import copy
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Mapping
+from typing import Any, AsyncIterator, Callable, Collection, Mapping
 
 from eveflow_etl.errors import ConfigError
 from eveflow_etl.orchestration.queue_depth import SharedPoolReader
@@ -208,6 +208,9 @@ class Reconciler:
         self.kube = kube
         self.prefect = prefect
         self._locks: dict[str, asyncio.Lock] = {}
+        # The status this process last wrote (or read back) per pipeline: the one status writer
+        # knows which copy of an object already carries its latest write (see observe_worker).
+        self._status_written: dict[str, dict[str, Any]] = {}
         self._syncs = asyncio.Semaphore(settings.max_concurrent_syncs)
         self.autoscale = AutoscaleMemory()  # autoscale_pass.poll's memory between polls
         self.pool_reader = SharedPoolReader()  # one queue-depth read per pool per poll
@@ -217,6 +220,7 @@ class Reconciler:
 
     def forget(self, uid: str) -> None:
         self._locks.pop(uid, None)
+        self._status_written.pop(uid, None)
         self.autoscale.forget(uid)
 
     def autoscaled(self, uid: str, status: Mapping[str, Any] | None) -> int | None:
@@ -266,11 +270,13 @@ class Reconciler:
                 return StatusWrite(before, after, None)
             try:
                 stored = await self.kube.patch_status(path, changes, cr["metadata"]["resourceVersion"])
+                self._status_written[pipeline_uid(meta)] = copy.deepcopy(stored.get("status") or {})
                 return StatusWrite(before, after, stored)
             except KubeConflict:
                 fresh = await self.kube.get(path)
                 if fresh is None or pipeline_uid(fresh["metadata"]) != pipeline_uid(meta):
                     return None
+                self._status_written[pipeline_uid(meta)] = copy.deepcopy(fresh.get("status") or {})
                 cr = fresh
         raise KubeConflict(409, f"the status of {path} kept changing under {STATUS_WRITE_ATTEMPTS} writes")
 
@@ -428,23 +434,40 @@ class Reconciler:
 
     # --- the worker Deployment's events ------------------------------------------------------
 
-    async def observe_worker(self, deployment: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[EventSpec]]:
+    async def observe_worker(self, deployment: Mapping[str, Any],
+                             known: Mapping[str, Collection[Mapping[str, Any]]] | None = None,
+                             ) -> tuple[dict[str, Any] | None, list[EventSpec]]:
         """Bring the owning EvePipeline's WorkerAvailable and Ready in line with its worker
         Deployment; called on the Deployment's changes, so no pass waits for a rollout.
 
         Writes only the status, from the latest EvePipeline, and not while a newer generation
         awaits its pass (that pass observes the Deployment itself). Returns the EvePipeline it
         wrote (None: nothing to write) and the Events to post on it.
+
+        ``known``: EvePipelines by uid as the operator's watch last saw them (kopf's index). The
+        owner is read there instead of with a GET (a rollout brings 3-4 Deployment events, each
+        was a GET) when that copy carries the status this process last wrote: only this process
+        writes the status, so such a copy is current where it matters, and any other change since
+        (a spec edit) fails the guarded write, which re-reads. A copy from before that write could
+        answer "nothing to write" wrongly (e.g. "a newer generation awaits its pass" when that
+        pass has just written): it is not used.
         """
         owner = _worker_owner(deployment)
         if owner is None:
             return None, []
         uid = owner["uid"]
         async with self.lock(uid):
-            cr = await self.kube.get(pipeline_path(deployment["metadata"]["namespace"], owner["name"]))
+            seen = next(iter((known or {}).get(uid) or ()), None)
+            current = seen is not None and uid in self._status_written and (
+                (seen.get("status") or {}) == self._status_written[uid])
+            cr = seen if current else await self.kube.get(
+                pipeline_path(deployment["metadata"]["namespace"], owner["name"]))
             if cr is None or pipeline_uid(cr["metadata"]) != uid:
                 self._locks.pop(uid, None)  # a late event of a deleted pipeline
+                self._status_written.pop(uid, None)
                 return None, []
+            if not current:
+                self._status_written[uid] = copy.deepcopy(cr.get("status") or {})
             try:
                 pipeline = pipeline_from_body(cr)
             except ConfigError:

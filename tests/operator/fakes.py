@@ -31,6 +31,7 @@ class FakeKube:
     def __init__(self, *, available: bool = True) -> None:
         self.objects: dict[str, dict[str, Any]] = {}
         self.writes: list[str] = []
+        self.reads: list[str] = []  # paths GET read, in order
         self.available = available
         self._versions = itertools.count(1)
         self._uids = itertools.count(1)
@@ -55,6 +56,7 @@ class FakeKube:
         self._stamp(self.objects[path])
 
     async def get(self, path: str, *, metadata_only: bool = False) -> dict[str, Any] | None:
+        self.reads.append(path)
         obj = self.objects.get(path)
         if obj is None:
             return None
