@@ -142,12 +142,18 @@ def _register_passes(registry: kopf.OperatorRegistry, runtime: _Runtime, operato
     async def on_update(body: kopf.Body, retry: int, **_: Any) -> None:
         await reconcile("update", body, retry)
 
-    def first_resync(**_: Any) -> float:
-        # kopf's first tick comes after initial_delay, then every interval: a full period first
-        # (the create or resume handler has just run a pass), plus a phase that spreads pipelines
-        # created together. With the phase alone, every new pipeline got a second pass 0-30 s after
-        # its first (bench/operator.py: 13.4 Prefect requests per new pipeline instead of 8.7).
-        return operator_settings.resync_seconds + random.uniform(0, operator_settings.resync_jitter_seconds)
+    def first_resync(body: kopf.Body, **_: Any) -> float:
+        # kopf's first tick comes after initial_delay, then every interval. A pipeline whose status
+        # has its next run gets a full period first (its create or resume pass has just run: after
+        # an operator restart, a tick within the phase was a second pass of every pipeline). One
+        # without (just created: Prefect's scheduler adds the runs seconds after the deployment, so
+        # the creating pass cannot see them) gets its first resync within the phase: it fills
+        # status.nextRun within a minute, not after a full period. The phase spreads pipelines.
+        phase = random.uniform(0, operator_settings.resync_jitter_seconds)
+        spec, status = body.get("spec") or {}, body.get("status") or {}
+        if spec.get("schedules") and not spec.get("suspend") and not status.get("nextRun"):
+            return phase
+        return operator_settings.resync_seconds + phase
 
     @kopf.timer(*RESOURCE, registry=registry, interval=operator_settings.resync_seconds,
                 idle=operator_settings.resync_idle_seconds,
