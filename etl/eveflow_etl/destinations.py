@@ -121,10 +121,12 @@ def connect(conninfo: str, *, autocommit: bool = False, connect_timeout: int = 1
         given = conninfo_to_dict(conninfo)
     except psycopg.ProgrammingError:
         given = {}
-    keepalive = {k: v for k, v in {"keepalives": 1, "keepalives_idle": settings.pg_keepalives_idle_seconds,
-                                    "keepalives_interval": 10, "keepalives_count": 3}.items() if k not in given}
+    # The conninfo's own values win: keyword arguments would override what the user wrote there.
+    defaults = {k: v for k, v in {"connect_timeout": connect_timeout, "keepalives": 1,
+                                   "keepalives_idle": settings.pg_keepalives_idle_seconds,
+                                   "keepalives_interval": 10, "keepalives_count": 3}.items() if k not in given}
     try:
-        conn = psycopg.connect(conninfo, autocommit=True, connect_timeout=connect_timeout, **keepalive)
+        conn = psycopg.connect(conninfo, autocommit=True, **defaults)
     except psycopg.Error as exc:
         raise DestinationError(
             f"cannot connect to PostgreSQL at {describe(conninfo)}: {one_line(exc, conninfo)}"

@@ -41,7 +41,9 @@ def test_maintenance_against_a_server_that_never_answers_fails_in_one_redacted_l
     port = silent.getsockname()[1]
     try:
         with pytest.raises(DestinationError) as info:
-            prune_and_analyze(f"postgresql://eve:s3cret-pw@127.0.0.1:{port}/eve", "eve", "market_orders", 30)
+            # The DSN's own connect_timeout is honoured (the default is 10 s).
+            prune_and_analyze(f"postgresql://eve:s3cret-pw@127.0.0.1:{port}/eve?connect_timeout=1",
+                              "eve", "market_orders", 30)
     finally:
         silent.close()
     message = str(info.value)
